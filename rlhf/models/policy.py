@@ -1,0 +1,69 @@
+"""Loading a causal LM policy (hub id or local path) with its tokenizer, optional LoRA, and saving it."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class Policy:
+    """A causal LM and its tokenizer. `model` may be a peft model when LoRA is on."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    path: str
+
+    @property
+    def has_adapter(self) -> bool:
+        return isinstance(self.model, PeftModel)
+
+    def save(self, directory: str | Path) -> None:
+        """Save in HF format (safetensors). With LoRA, the adapter goes to `adapter/` and merged weights
+        to the top level, so `policy.path=<directory>` loads the trained model with no peft needed."""
+        directory = Path(directory)
+        model = self.model
+        if self.has_adapter:
+            model.save_pretrained(directory / "adapter", safe_serialization=True)
+            model = model.merge_and_unload()
+            self.model = model
+        model.save_pretrained(directory, safe_serialization=True)
+        self.tokenizer.save_pretrained(directory)
+
+
+def load_policy(
+    path: str,
+    dtype: str = "float32",
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    lora: dict | None = None,
+    gradient_checkpointing: bool = False,
+) -> Policy:
+    """Load `path` (a hub id or a local directory) with `AutoModelForCausalLM` and `AutoTokenizer`.
+
+    lora: keyword arguments of `peft.LoraConfig` (e.g. r, lora_alpha, lora_dropout, target_modules);
+        None trains all weights.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"policy.dtype={dtype!r} is not one of {sorted(DTYPES)}")
+    tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.chat_template is None:
+        raise ValueError(
+            f"the tokenizer of policy.path={path!r} has no chat template; conversations are formatted with "
+            "the chat template, so pick a chat/instruct model or save one with a template"
+        )
+    model = AutoModelForCausalLM.from_pretrained(
+        path, revision=revision, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code
+    )
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    if lora is not None:
+        model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **lora))
+    return Policy(model=model, tokenizer=tokenizer, path=path)

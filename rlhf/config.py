@@ -1,0 +1,43 @@
+"""Config helpers shared by the entrypoints: OmegaConf resolvers and the run directory's config.yaml.
+
+Importing this module registers the resolvers:
+- `${data_dir:}`: the bundled data folder of this checkout (`<repo>/data`);
+- `${or_default:a,b}`: a, or b when a is empty (names the run directory of a run with no overrides).
+"""
+
+import logging
+import os
+from pathlib import Path
+
+import datasets
+import transformers
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from rlhf.logging import redact
+
+REPO_DIR = Path(__file__).resolve().parents[1]
+CONF_DIR = str(REPO_DIR / "conf")  # absolute, so the entrypoints find it from any working directory
+OmegaConf.register_new_resolver("data_dir", lambda: str(REPO_DIR / "data"), replace=True)
+OmegaConf.register_new_resolver("or_default", lambda value, default: value or default, replace=True)
+
+
+def quiet_libraries() -> None:
+    """Keep the console to our own progress bars and messages: no per-file bars or INFO lines of libraries."""
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    logging.getLogger("accelerate").setLevel(logging.WARNING)
+
+
+def prepare_run(cfg: DictConfig) -> dict:
+    """Resolve `cfg`, write it (secrets redacted) to `<run_dir>/config.yaml` atomically, return it as a dict."""
+    quiet_libraries()
+    config = redact(OmegaConf.to_container(cfg, resolve=True))
+    run_dir = Path(config["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if int(os.environ.get("RANK", "0")) == 0:
+        tmp = run_dir / ".config.yaml.tmp"
+        tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+        os.replace(tmp, run_dir / "config.yaml")
+    return config

@@ -1,0 +1,43 @@
+"""Loading rows from a hub dataset name or a local path (jsonl/json, parquet, a saved `datasets` folder)."""
+
+from pathlib import Path
+
+import datasets
+
+from rlhf.data.schema import validate_rows
+
+LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+
+
+def load_rows(path: str, split: str = "train", limit: int | None = None) -> datasets.Dataset:
+    """Rows of `path`, which is a local file, a folder written by `Dataset.save_to_disk`, or a hub name.
+
+    For a local file `split` is ignored (the file is the split); for a saved DatasetDict or a hub dataset it
+    picks the split. `limit` keeps the first rows.
+    """
+    local = Path(path).expanduser()
+    if local.suffix in LOCAL_FORMATS:
+        if not local.is_file():
+            raise FileNotFoundError(f"dataset file {path!r} does not exist")
+        rows = datasets.load_dataset(LOCAL_FORMATS[local.suffix], data_files=str(local), split="train")
+    elif local.is_dir():
+        loaded = datasets.load_from_disk(str(local))
+        if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise KeyError(f"dataset {path!r} has no split {split!r} (it has {sorted(loaded)})")
+            loaded = loaded[split]
+        rows = loaded
+    elif path.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"dataset path {path!r} does not exist")
+    else:
+        rows = datasets.load_dataset(path, split=split)
+    if limit is not None:
+        rows = rows.select(range(min(limit, len(rows))))
+    return rows
+
+
+def load_validated(path: str, kind: str, split: str = "train", limit: int | None = None) -> datasets.Dataset:
+    """`load_rows`, then check every row against schema `kind` (see `rlhf.data.schema`)."""
+    rows = load_rows(path, split, limit)
+    validate_rows(rows, kind, source=f"{path!r} (split {split!r})" if not Path(path).suffix else repr(path))
+    return rows

@@ -1,0 +1,27 @@
+"""Reward evaluation of a policy on held-out prompts, written to `<run_dir>/eval.json`."""
+
+import json
+import os
+from pathlib import Path
+
+from rlhf.eval.report import format_table, reward_line
+from rlhf.eval.reward_eval import BackendFactory, generate_and_score, summarize
+from rlhf.models.policy import Policy
+from rlhf.rewards.base import Reward
+
+
+def evaluate_policy(
+    policy: Policy, backend: BackendFactory, reward: Reward, prompts: list[list[dict]], num_samples: int, run_dir: str
+) -> dict[str, float]:
+    """Generate `num_samples` responses per prompt, score them, write eval.json and samples.jsonl."""
+    rows = generate_and_score(policy, backend, reward, prompts, num_samples)
+    result = {**summarize([s for r in rows for s in r["scores"]]), "policy": policy.path, "num_prompts": len(rows)}
+    out = Path(run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp = out / ".eval.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, out / "eval.json")
+    print(format_table([("policy", policy.path), ("prompts", str(len(rows))), ("reward", reward_line(result))],
+                       "evaluation"))
+    return result

@@ -1,0 +1,40 @@
+"""`rlhf-train`: train a policy offline. Composition and defaults: conf/train.yaml."""
+
+import math
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from rlhf.config import CONF_DIR, prepare_run
+from rlhf.data.examples import check_supports
+from rlhf.eval.report import training_summary
+from rlhf.eval.reward_eval import RewardEvaluator
+
+
+@hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    config = prepare_run(cfg)
+    task = instantiate(cfg.task)  # loads and validates the data before any model
+    algo = instantiate(cfg.algo)
+    check_supports(task.schema, algo.batch_kind, f"task={task.name}")
+    policy = instantiate(cfg.policy)
+    evaluate = RewardEvaluator(instantiate(cfg.backend), instantiate(cfg.reward), task.eval_prompts())
+    fit = instantiate(cfg.trainer)
+    result = fit(
+        policy=policy,
+        algo=algo,
+        task=task,
+        tokenization=instantiate(cfg.data),
+        logger=instantiate(cfg.logger),
+        run_dir=cfg.run_dir,
+        seed=cfg.seed,
+        config=config,
+        evaluate=evaluate if task.eval is not None else None,
+    )
+    print(training_summary(result))
+    return result.get(cfg.objective, math.nan)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""The offline training loop: a fixed dataset, an algorithm's loss, accelerate for devices and processes.
+
+It never asks which algorithm it runs: `algo.batch_kind` picks the data pipeline and forward pass
+(`rlhf.trainers.steps`), `algo.needs_reference` whether reference log-probs are made. Everything a job
+needs to go on after being killed is in its run directory: checkpoints (written atomically), cached
+reference log-probs, `metrics.jsonl`. Running the same command again resumes from the latest checkpoint;
+the data order is a function of (seed, epoch), so the position in the data is the step count.
+"""
+
+import json
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from rlhf.data.examples import Examples, build_examples
+from rlhf.data.tokenize import Tokenization
+from rlhf.logging import JsonlLogger, Logger
+from rlhf.models.policy import Policy
+from rlhf.tasks.dataset import DatasetTask
+from rlhf.trainers.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from rlhf.trainers.reference import make_reference
+from rlhf.trainers.steps import STEPS
+
+log = logging.getLogger(__name__)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The shuffled example order of an epoch: the same on every process and after every resume."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
+
+
+def _mean(sums: dict[str, float], count: int) -> dict[str, float]:
+    return {k: v / count for k, v in sums.items()}
+
+
+def fit_offline(
+    *,
+    policy: Policy,
+    algo,
+    task: DatasetTask,
+    tokenization: Tokenization,
+    logger: Logger,
+    run_dir: str,
+    seed: int,
+    config: dict,
+    evaluate: Callable[[Policy], dict[str, float]] | None = None,
+    learning_rate: float = 1e-4,
+    epochs: int = 1,
+    max_steps: int | None = None,
+    batch_size: int = 8,
+    gradient_accumulation_steps: int = 1,
+    lr_scheduler: str = "cosine",
+    warmup_steps: int = 0,
+    weight_decay: float = 0.0,
+    max_grad_norm: float = 1.0,
+    eval_every: int = 0,
+    checkpoint_every: int = 0,
+    keep_checkpoints: int = 2,
+    log_every: int = 10,
+    mixed_precision: str = "no",
+    reference: str = "precompute",
+) -> dict[str, float]:
+    """Train `policy` with `algo` on `task.train`; returns the final metrics (also in final_metrics.json).
+
+    batch_size is per process; one optimizer step sees batch_size x processes x gradient_accumulation_steps
+    examples. eval_every / checkpoint_every are in optimizer steps (0 = only at the end).
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    done = run_dir / "final_metrics.json"
+    if done.exists():
+        log.info("%s is complete already; delete it to train again", run_dir)
+        return json.loads(done.read_text())
+    accelerator = Accelerator(gradient_accumulation_steps=gradient_accumulation_steps, mixed_precision=mixed_precision)
+    set_seed(seed)
+    splits = {"train": task.train} | ({"eval": task.eval} if task.eval is not None else {})
+    examples: dict[str, Examples] = {
+        split: build_examples(rows, task.schema, algo.batch_kind, policy.tokenizer, tokenization, f"{task.name} {split}")
+        for split, rows in splits.items()
+    }
+    for split, ex in examples.items():
+        if ex.dropped:
+            log.warning("%d %s rows dropped by data.truncation=%s", ex.dropped, split, tokenization.truncation)
+    ref = make_reference(reference, policy, examples, run_dir, batch_size) if algo.needs_reference else None
+    step_fn = STEPS[algo.batch_kind]
+
+    train = examples["train"]
+    per_micro = batch_size * accelerator.num_processes
+    steps_per_epoch = len(train) // per_micro // gradient_accumulation_steps
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(train)} training examples are fewer than one optimizer step needs "
+                         f"({per_micro * gradient_accumulation_steps}); lower trainer.batch_size")
+    total = max_steps or epochs * steps_per_epoch
+    model = policy.model
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
+    scheduler = get_scheduler(lr_scheduler, optimizer, num_warmup_steps=warmup_steps, num_training_steps=total)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+
+    state: dict = {"step": 0}
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is not None:
+        state = load_checkpoint(accelerator, checkpoint)
+        log.info("resumed from %s (step %d of %d)", checkpoint, state["step"], total)
+    jsonl = JsonlLogger(run_dir / "metrics.jsonl", truncate_after=state["step"] if checkpoint else -1)
+    logger.start(run_dir, config)
+    view = Policy(accelerator.unwrap_model(model), policy.tokenizer, policy.path)
+
+    def log_metrics(metrics: dict[str, float], step: int) -> None:
+        if accelerator.is_main_process:
+            jsonl.log(metrics, step)
+            logger.log(metrics, step)
+
+    @torch.no_grad()
+    def run_eval(step: int) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        model.eval()
+        if "eval" in examples:
+            ex, sums = examples["eval"], defaultdict(float)
+            batches = [list(range(i, min(i + batch_size, len(ex)))) for i in range(0, len(ex), batch_size)]
+            for positions in batches:
+                batch = ex.batch(positions).to(accelerator.device)
+                loss, m = step_fn(algo, model, batch, ref(batch, "eval") if ref else None)
+                for k, v in {"loss": loss, **m}.items():
+                    sums[f"eval/{k}"] += float(v)
+            metrics |= _mean(sums, len(batches))
+        if evaluate is not None:
+            metrics |= {f"eval/{k}": v for k, v in evaluate(view).items()}
+        model.train()
+        log_metrics(metrics, step)
+        return metrics
+
+    step = state["step"]
+    if step == 0 and evaluate is not None:
+        state["eval_before"] = run_eval(0)
+    bar = tqdm(total=total, initial=step, desc="training", disable=not accelerator.is_main_process)
+    micro, sums, window, started, tokens = step * gradient_accumulation_steps, defaultdict(float), 0, time.perf_counter(), 0
+    while step < total:
+        epoch, position = divmod(micro, len(train) // per_micro)
+        order = epoch_order(len(train), seed, epoch)
+        first = position * per_micro + accelerator.process_index * batch_size
+        batch = train.batch(order[first:first + batch_size]).to(accelerator.device)
+        with accelerator.accumulate(model):
+            loss, metrics = step_fn(algo, model, batch, ref(batch, "train") if ref else None)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                sums["grad_norm"] += float(accelerator.clip_grad_norm_(params, max_grad_norm))
+            optimizer.step()
+            optimizer.zero_grad()
+        for k, v in {"loss": loss, **metrics}.items():
+            sums[k] += float(v.detach()) / gradient_accumulation_steps
+        tokens += batch.num_tokens
+        micro += 1
+        if micro % gradient_accumulation_steps:
+            continue
+        scheduler.step()
+        step, window = step + 1, window + 1
+        bar.update()
+        if step % log_every == 0 or step == total:
+            elapsed = time.perf_counter() - started
+            averaged = _mean(sums, window)
+            log_metrics({**averaged, "lr": scheduler.get_last_lr()[0], "epoch": epoch,
+                         "tokens_per_s": tokens * accelerator.num_processes / elapsed}, step)
+            bar.set_postfix(loss=f"{averaged['loss']:.4f}")
+            sums, window, started, tokens = defaultdict(float), 0, time.perf_counter(), 0
+        if eval_every and step % eval_every == 0 and step < total:
+            run_eval(step)
+        if checkpoint_every and step % checkpoint_every == 0 and step < total:
+            save_checkpoint(accelerator, run_dir, step, state, keep_checkpoints)
+    bar.close()
+
+    final = run_eval(total)
+    save_checkpoint(accelerator, run_dir, total, state, keep_checkpoints)
+    if accelerator.is_main_process:
+        view.save(run_dir / "model")
+    result = {**{f"before/{k}": v for k, v in state.get("eval_before", {}).items()}, **final}
+    if accelerator.is_main_process:
+        tmp = done.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=2))
+        os.replace(tmp, done)
+    jsonl.close()
+    logger.close()
+    return result

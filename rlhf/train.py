@@ -19,7 +19,8 @@ def main(cfg: DictConfig) -> float:
     algo = instantiate(cfg.algo)
     check_supports(task.schema, algo.batch_kind, f"task={task.name}")
     policy = instantiate(cfg.policy)
-    evaluate = RewardEvaluator(instantiate(cfg.backend), instantiate(cfg.reward), task.eval_prompts())
+    has_eval = task.eval is not None  # without held-out rows there is no eval loss or reward to report
+    evaluate = RewardEvaluator(instantiate(cfg.backend), instantiate(cfg.reward), task.eval_prompts()) if has_eval else None
     fit = instantiate(cfg.trainer)
     result = fit(
         policy=policy,
@@ -30,7 +31,7 @@ def main(cfg: DictConfig) -> float:
         run_dir=cfg.run_dir,
         seed=cfg.seed,
         config=config,
-        evaluate=evaluate if task.eval is not None else None,
+        evaluate=evaluate,
     )
     print(training_summary(result))
     return result.get(cfg.objective, math.nan)

@@ -24,7 +24,11 @@ class DPO:
     - ipo: IPO, Azar et al. 2023, eq. 17 (β plays the role of τ):  ℓ = (z - 1/(2β))²
     - hinge: SLiC calibration loss (Zhao et al. 2023):  ℓ = max(0, 1 - β z)
 
-    The loss is the mean (or, `reduction="sum"`, the sum, as D2PO uses) of ℓ over pairs.
+    The loss is the mean (or, `reduction="sum"`, the sum, as D2PO uses) of ℓ over pairs. With
+    `sft_weight` α > 0 it adds α times the mean over pairs of the chosen reply's per-token NLL,
+    -p_w / |y_w| (RPO, Pang et al. 2024, "Iterative Reasoning Preference Optimization", eq. 2), which keeps
+    the chosen likelihood up while the margin grows (trl's `rpo_alpha`; trl averages over the batch's
+    tokens rather than per sequence).
 
     Deliberate deviations:
     - hinge: SLiC's loss is max(0, δ - (p_w - p_l)) without a reference. Here it is taken on the reference
@@ -44,6 +48,7 @@ class DPO:
     reference_free: bool = False
     length_normalize: bool = False
     reduction: Reduction = "mean"
+    sft_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.loss_type not in get_args(LossType):
@@ -57,6 +62,8 @@ class DPO:
             raise ValueError(
                 f"algo.label_smoothing (cDPO) only applies to loss_type 'sigmoid', not {self.loss_type!r}"
             )
+        if self.sft_weight < 0:
+            raise ValueError(f"algo.sft_weight must be >= 0, got {self.sft_weight}")
         if self.reduction not in get_args(Reduction):
             raise ValueError(f"algo.reduction must be one of {get_args(Reduction)}, got {self.reduction!r}")
 
@@ -103,11 +110,15 @@ class DPO:
         else:
             losses = F.relu(1 - self.beta * z)
         loss = losses.mean() if self.reduction == "mean" else losses.sum()
+        metrics = {"loss/dpo": loss.detach()}
+        if self.sft_weight:
+            nll = (-chosen_logps / chosen_lengths.clamp(min=1)).mean()  # (B,) -> scalar, per-token NLL
+            loss = loss + self.sft_weight * nll
+            metrics["loss/sft"] = nll.detach()
 
         chosen_rewards = (self.beta * chosen_logratios).detach()  # (B,)
         rejected_rewards = (self.beta * rejected_logratios).detach()  # (B,)
-        metrics = {
-            "loss/dpo": loss.detach(),
+        metrics |= {
             "rewards/chosen": chosen_rewards.mean(),
             "rewards/rejected": rejected_rewards.mean(),
             "rewards/margin": (chosen_rewards - rejected_rewards).mean(),

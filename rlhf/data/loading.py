@@ -39,5 +39,6 @@ def load_rows(path: str, split: str = "train", limit: int | None = None) -> data
 def load_validated(path: str, kind: str, split: str = "train", limit: int | None = None) -> datasets.Dataset:
     """`load_rows`, then check every row against schema `kind` (see `rlhf.data.schema`)."""
     rows = load_rows(path, split, limit)
-    validate_rows(rows, kind, source=f"{path!r} (split {split!r})" if not Path(path).suffix else repr(path))
+    local_file = Path(path).suffix in LOCAL_FORMATS  # a file is its own split; a hub name may contain dots
+    validate_rows(rows, kind, source=repr(path) if local_file else f"{path!r} (split {split!r})")
     return rows

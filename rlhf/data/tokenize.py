@@ -65,14 +65,17 @@ def tokenize_conversation(
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        start = len(_template(tokenizer, messages[:i], generation_prompt=True))
+        prompt = _template(tokenizer, messages[:i], generation_prompt=True)
         upto = _template(tokenizer, messages[: i + 1], generation_prompt=False)
-        if input_ids[: len(upto)] != upto or start > len(upto):
+        # Both the prompt (with the generation prompt) and the conversation up to this reply must be prefixes,
+        # or the span start is silently off (e.g. a generation prompt "<|assistant|>\n" over a reply rendered
+        # as "<|assistant|>{content}" would cut the reply's first token from the mask).
+        if input_ids[: len(upto)] != upto or upto[: len(prompt)] != prompt:
             raise ValueError(
                 f"the chat template of {tokenizer.name_or_path!r} does not render a conversation prefix as a "
                 f"prefix of its tokens (at message {i}); per-turn masks need a prefix-consistent template"
             )
-        end = len(upto)
+        start, end = len(prompt), len(upto)
         span = upto[start:end]
         if tokenizer.eos_token_id in span:  # cut template tokens that follow the end-of-turn token
             end = start + len(span) - span[::-1].index(tokenizer.eos_token_id)

@@ -14,7 +14,7 @@ def evaluate_policy(
     policy: Policy, backend: BackendFactory, reward: Reward, prompts: list[list[dict]], num_samples: int, run_dir: str
 ) -> dict[str, float]:
     """Generate `num_samples` responses per prompt, score them, write eval.json and samples.jsonl."""
-    rows = generate_and_score(policy, backend, reward, prompts, num_samples)
+    rows = generate_and_score(backend(model=policy.model, tokenizer=policy.tokenizer), reward, prompts, num_samples)
     result = {**summarize([s for r in rows for s in r["scores"]]), "policy": policy.path, "num_prompts": len(rows)}
     out = Path(run_dir)
     out.mkdir(parents=True, exist_ok=True)

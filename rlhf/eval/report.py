@@ -18,5 +18,6 @@ def training_summary(result: dict[str, float]) -> str:
         rows.append(("reward before training", reward_line(result, "before/eval/")))
     if "eval/reward_mean" in result:
         rows.append(("reward after training", reward_line(result, "eval/")))
-    rows += [(k, f"{v:.4f}") for k, v in result.items() if k.startswith("eval/") and "reward" not in k and k != "eval/n"]
+    rows += [(k, f"{v:.4f}") for k, v in result.items()
+             if k.startswith(("eval/loss", "train/loss", "eval/rewards/accuracy")) and "reward_" not in k]
     return format_table(rows, "training result")

@@ -11,10 +11,10 @@ BackendFactory = Callable[..., Backend]  # a partially built backend config, com
 
 
 def generate_and_score(
-    policy: Policy, backend: BackendFactory, reward: Reward | None, prompts: list[list[dict]], num_samples: int = 1
+    backend: Backend, reward: Reward | None, prompts: list[list[dict]], num_samples: int = 1
 ) -> list[dict]:
     """One row per prompt: `prompt`, `responses` (num_samples), and `scores` when a reward is given."""
-    completions = backend(model=policy.model, tokenizer=policy.tokenizer).generate(prompts, num_samples)
+    completions = backend.generate(prompts, num_samples)
     rows = [{"prompt": p, "responses": [c.text for c in cs]} for p, cs in zip(prompts, completions)]
     if reward is not None:
         conversations = [r["prompt"] + [{"role": "assistant", "content": t}] for r in rows for t in r["responses"]]
@@ -33,11 +33,16 @@ def summarize(scores: list[float]) -> dict[str, float]:
 
 
 class RewardEvaluator:
-    """What the training loop calls at eval time: generate on fixed held-out prompts, return reward stats."""
+    """What the training loop calls at eval time: generate on fixed held-out prompts, return reward stats.
+
+    The backend is built afresh for each call, so every evaluation samples with the same seed: before/after
+    comparisons use common random numbers and differ only by the weights.
+    """
 
     def __init__(self, backend: BackendFactory, reward: Reward, prompts: list[list[dict]], num_samples: int = 1):
         self.backend, self.reward, self.prompts, self.num_samples = backend, reward, prompts, num_samples
 
     def __call__(self, policy: Policy) -> dict[str, float]:
-        rows = generate_and_score(policy, self.backend, self.reward, self.prompts, self.num_samples)
+        backend = self.backend(model=policy.model, tokenizer=policy.tokenizer)
+        rows = generate_and_score(backend, self.reward, self.prompts, self.num_samples)
         return summarize([s for row in rows for s in row["scores"]])

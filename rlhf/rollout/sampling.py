@@ -1,9 +1,11 @@
-"""Single-turn sampling to a dataset: K responses per prompt, scored, written atomically.
+"""Single-turn sampling to datasets: K responses per prompt, scored, written atomically.
 
-Output (`<run_dir>/dataset` via `save_to_disk`, and `<run_dir>/samples.jsonl`), one row per prompt:
-`prompt` (messages), `responses` (K strings), and with a reward `scores` (K floats) plus `chosen` /
-`rejected` (the best and worst scored response), rows whose best and worst tie left without a pair
-(`chosen`/`rejected` null) so `rlhf-train task=preference` can train on the pairs directly.
+Written to the run directory:
+- `dataset/` (`save_to_disk`) and `samples.jsonl`: one row per prompt with `prompt` (messages),
+  `responses` (K strings) and, with a reward, `scores` (K floats);
+- with a reward, `pairs/`: a preference dataset (`prompt`, `chosen`, `rejected`, `score_chosen`,
+  `score_rejected`) of the best against the worst response of each prompt, leaving out prompts whose
+  responses all tie, ready for `rlhf-train task=preference task.train_path=<run_dir>/pairs`.
 """
 
 import json
@@ -19,12 +21,24 @@ from rlhf.models.policy import Policy
 from rlhf.rewards.base import Reward
 
 
-def _with_pair(row: dict) -> dict:
-    scores = row.get("scores")
-    if not scores or max(scores) == min(scores):
-        return {**row, "chosen": None, "rejected": None}
-    best, worst = scores.index(max(scores)), scores.index(min(scores))
-    return {**row, "chosen": row["responses"][best], "rejected": row["responses"][worst]}
+def best_worst_pairs(rows: list[dict]) -> list[dict]:
+    pairs = []
+    for row in rows:
+        scores = row["scores"]
+        best, worst = scores.index(max(scores)), scores.index(min(scores))
+        if scores[best] > scores[worst]:
+            pairs.append({"prompt": row["prompt"], "chosen": row["responses"][best],
+                          "rejected": row["responses"][worst], "score_chosen": scores[best],
+                          "score_rejected": scores[worst]})
+    return pairs
+
+
+def _save(dataset: datasets.Dataset, target: Path) -> None:
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    dataset.save_to_disk(str(tmp))
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
 
 
 def sample_dataset(
@@ -36,19 +50,18 @@ def sample_dataset(
     run_dir: str,
     chunk_size: int = 64,
 ) -> datasets.Dataset:
+    """Sample, score and write (see module docstring); returns the per-prompt dataset."""
+    generator = backend(model=policy.model, tokenizer=policy.tokenizer)
     rows: list[dict] = []
     for start in tqdm(range(0, len(prompts), chunk_size), desc="sampling", unit="chunk"):
-        rows += generate_and_score(policy, backend, reward, prompts[start:start + chunk_size], num_samples)
-    rows = [_with_pair(r) for r in rows]
+        rows += generate_and_score(generator, reward, prompts[start:start + chunk_size], num_samples)
     out = Path(run_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tmp_jsonl = out / ".samples.jsonl.tmp"
-    tmp_jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
     dataset = datasets.Dataset.from_list(rows)
-    tmp_dir = out / ".dataset.tmp"
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    dataset.save_to_disk(str(tmp_dir))
-    shutil.rmtree(out / "dataset", ignore_errors=True)
-    os.replace(tmp_dir, out / "dataset")
-    os.replace(tmp_jsonl, out / "samples.jsonl")
+    _save(dataset, out / "dataset")
+    if reward is not None:
+        _save(datasets.Dataset.from_list(best_worst_pairs(rows)), out / "pairs")
+    tmp = out / ".samples.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    os.replace(tmp, out / "samples.jsonl")
     return dataset

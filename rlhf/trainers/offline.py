@@ -146,6 +146,7 @@ def fit_offline(
         state["eval_before"] = run_eval(0)
     bar = tqdm(total=total, initial=step, desc="training", disable=not accelerator.is_main_process)
     micro, sums, window, started, tokens = step * gradient_accumulation_steps, defaultdict(float), 0, time.perf_counter(), 0
+    averaged: dict[str, float] = {}
     while step < total:
         epoch, position = divmod(micro, len(train) // per_micro)
         order = epoch_order(len(train), seed, epoch)
@@ -184,7 +185,8 @@ def fit_offline(
     save_checkpoint(accelerator, run_dir, total, state, keep_checkpoints)
     if accelerator.is_main_process:
         view.save(run_dir / "model")
-    result = {**{f"before/{k}": v for k, v in state.get("eval_before", {}).items()}, **final}
+    result = {**{f"before/{k}": v for k, v in state.get("eval_before", {}).items()}, **final,
+              **{f"train/{k}": v for k, v in averaged.items()}}
     if accelerator.is_main_process:
         tmp = done.with_suffix(".tmp")
         tmp.write_text(json.dumps(result, indent=2))

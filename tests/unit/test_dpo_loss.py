@@ -213,3 +213,19 @@ def test_class_attributes():
     assert DPO().needs_reference is True
     with pytest.raises(dataclasses.FrozenInstanceError):
         DPO().beta = 0.2
+
+
+def test_sft_weight_adds_per_token_chosen_nll():
+    # RPO: loss = dpo + α · mean_i(-p_w,i / |y_w,i|).
+    # Pairs: p_w = (-4, -9), |y_w| = (2, 3) -> per-token NLL = (2, 3), mean 2.5.
+    # With r = p everywhere z = 0, so the sigmoid DPO part is -log σ(0) = log 2 = 0.693147.
+    # α = 0.5: total = 0.693147 + 0.5 * 2.5 = 1.943147.
+    pw = torch.tensor([-4.0, -9.0])
+    pl = torch.tensor([-5.0, -6.0])
+    lengths = torch.tensor([2.0, 3.0])
+    loss, metrics = DPO(beta=0.1, sft_weight=0.5).loss(pw, pl, pw.clone(), pl.clone(), lengths, lengths)
+    assert loss.item() == pytest.approx(0.6931472 + 1.25, abs=1e-6)
+    assert metrics["loss/dpo"].item() == pytest.approx(0.6931472, abs=1e-6)
+    assert metrics["loss/sft"].item() == pytest.approx(2.5, abs=1e-6)
+    with pytest.raises(ValueError, match="algo.sft_weight"):
+        DPO(sft_weight=-1.0)

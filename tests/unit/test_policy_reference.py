@@ -1,0 +1,106 @@
+"""Policy loading (LoRA, errors, saving) and the three reference-policy modes."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from rlhf.data.examples import build_examples
+from rlhf.data.tokenize import Tokenization
+from rlhf.models.logprobs import sequence_logps
+from rlhf.models.policy import load_policy
+from rlhf.trainers.reference import make_reference
+
+LORA = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+ROWS = [
+    {"prompt": "Tell me about the garden.", "chosen": "Happy to help with data.", "rejected": "It is a box."},
+    {"prompt": "What is a bridge for?", "chosen": "First, safe information.", "rejected": "Blah near road."},
+    {"prompt": "Why a rocket?", "chosen": "Best experience to create.", "rejected": "Maybe not so."},
+]
+
+
+def examples(tokenizer):
+    return {"train": build_examples(ROWS, "preference", "pair", tokenizer, Tokenization(64), "rows")}
+
+
+def perturb(model) -> None:
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+
+
+def test_lora_trains_only_adapter_weights(tiny_path):
+    policy = load_policy(tiny_path, lora=LORA)
+    trainable = [n for n, p in policy.model.named_parameters() if p.requires_grad]
+    assert policy.has_adapter and trainable and all("lora_" in n for n in trainable)
+
+
+@pytest.mark.parametrize("mode", ["disabled_adapter", "frozen_copy", "precompute"])
+def test_reference_is_the_initial_policy(tiny_path, tmp_path, mode):
+    """Whatever the mode, after the policy moves the reference still gives the initial policy's log-probs."""
+    policy = load_policy(tiny_path, lora=LORA if mode == "disabled_adapter" else None)
+    ex = examples(policy.tokenizer)
+    batch = ex["train"].batch([0, 1, 2])
+    with torch.no_grad():
+        initial, _ = sequence_logps(policy.model, batch.concatenated())  # (2B,)
+    reference = make_reference(mode, policy, ex, tmp_path, batch_size=2)
+    perturb(policy.model)
+    with torch.no_grad():
+        moved, _ = sequence_logps(policy.model, batch.concatenated())
+    assert not torch.allclose(moved, initial)
+    chosen, rejected = reference(batch, "train")
+    torch.testing.assert_close(torch.cat([chosen, rejected]), initial, rtol=1e-5, atol=1e-5)
+
+
+def test_precomputed_reference_is_reused_not_recomputed(tiny_path, tmp_path):
+    policy = load_policy(tiny_path)
+    ex = examples(policy.tokenizer)
+    first = make_reference("precompute", policy, ex, tmp_path, batch_size=2).tables["train"].clone()
+    perturb(policy.model)  # as after training: a resumed run must not recompute from these weights
+    again = make_reference("precompute", policy, ex, tmp_path, batch_size=2).tables["train"]
+    assert torch.equal(first, again)
+    other = {"train": build_examples(ROWS[:2], "preference", "pair", policy.tokenizer, Tokenization(64), "rows")}
+    changed = make_reference("precompute", policy, other, tmp_path, batch_size=2).tables["train"]
+    assert not torch.allclose(changed, first[:2])  # different data: recomputed with the current weights
+
+
+def test_reference_mode_errors(tiny_path, tmp_path):
+    policy = load_policy(tiny_path)
+    with pytest.raises(ValueError, match="trainer.reference"):
+        make_reference("bogus", policy, examples(policy.tokenizer), tmp_path, 2)
+    with pytest.raises(ValueError, match="needs a LoRA policy"):
+        make_reference("disabled_adapter", policy, examples(policy.tokenizer), tmp_path, 2)
+
+
+def test_save_merges_lora_and_reloads_same_function(tiny_path, tmp_path):
+    policy = load_policy(tiny_path, lora=LORA)
+    perturb(policy.model)
+    batch = examples(policy.tokenizer)["train"].batch([0, 1]).concatenated()
+    with torch.no_grad():
+        expected = policy.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    policy.save(tmp_path / "model")
+    assert (tmp_path / "model" / "adapter" / "adapter_model.safetensors").exists()
+    assert (tmp_path / "model" / "model.safetensors").exists()
+    reloaded = load_policy(str(tmp_path / "model"))
+    assert not reloaded.has_adapter
+    with torch.no_grad():
+        got = reloaded.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_load_errors(tiny_path, tmp_path):
+    with pytest.raises(ValueError, match="policy.dtype"):
+        load_policy(tiny_path, dtype="float8")
+    no_template = tmp_path / "no_template"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_path)
+    tokenizer.chat_template = None
+    tokenizer.save_pretrained(no_template)
+    for f in Path(tiny_path).glob("*.json"):
+        if f.name.startswith(("config", "generation")):
+            (no_template / f.name).write_bytes(f.read_bytes())
+    (no_template / "model.safetensors").write_bytes((Path(tiny_path) / "model.safetensors").read_bytes())
+    (no_template / "chat_template.jinja").unlink(missing_ok=True)
+    with pytest.raises(ValueError, match="no chat template"):
+        load_policy(str(no_template))

@@ -28,6 +28,8 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     logging.getLogger("accelerate").setLevel(logging.WARNING)
+    # "Removed shared tensor ... while saving": tied input/output embeddings, saved once and re-tied on load
+    logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)
 
 
 def prepare_run(cfg: DictConfig) -> dict:

@@ -100,6 +100,8 @@ def fit_offline(
         raise ValueError(f"{len(train)} training examples are fewer than one optimizer step needs "
                          f"({per_micro * gradient_accumulation_steps}); lower trainer.batch_size")
     total = max_steps or epochs * steps_per_epoch
+    log.info("training on %d %s examples of %s for %d steps (%.2f epochs) in %s", len(train), algo.batch_kind,
+             task.name, total, total / steps_per_epoch, run_dir)
     model = policy.model
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]

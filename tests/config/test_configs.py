@@ -1,0 +1,344 @@
+"""The config tree: every option of every group composes, resolves and instantiates; launchers, experiments,
+run-directory naming, error messages for bad input, and the real entrypoints' --help / --cfg."""
+
+import functools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.errors import InstantiationException, MissingConfigException
+from hydra.utils import get_object, instantiate
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from rlhf.algos.dpo import DPO
+from rlhf.algos.sft import SFT
+from rlhf.backends.hf import HFBackend
+from rlhf.config import CONF_DIR
+from rlhf.data.tokenize import Tokenization
+from rlhf.logging import NoLogger, WandbLogger
+from rlhf.models.policy import Policy, load_policy
+from rlhf.rewards.gold import BagOfWords, Length
+from rlhf.tasks.dataset import DatasetTask
+from rlhf.users.none import NoUser
+
+CONF = Path(CONF_DIR)
+COMPONENT_GROUPS = ("task", "policy", "user", "reward", "algo", "backend", "logger")
+GROUPS = (*COMPONENT_GROUPS, "launcher", "experiment")
+# Every option file under conf/<group>/ (recursively). Adding or removing one must update this number and,
+# for a component group, EXPECTED_TYPE below, so that every option is known to be covered by these tests.
+NUM_OPTIONS = 20
+
+# What instantiating each component option builds (backend: after calling the partial with model/tokenizer).
+EXPECTED_TYPE = {
+    "task/preference": DatasetTask,
+    "task/prompts": DatasetTask,
+    "task/synthetic_dialogues": DatasetTask,
+    "task/synthetic_prefs": DatasetTask,
+    "policy/hf": Policy,
+    "policy/tiny": Policy,
+    "user/none": NoUser,
+    "reward/bag_of_words": BagOfWords,
+    "reward/length": Length,
+    "algo/dpo": DPO,
+    "algo/ipo": DPO,
+    "algo/rpo": DPO,
+    "algo/sft": SFT,
+    "backend/hf": HFBackend,
+    "logger/none": NoLogger,
+    "logger/wandb": WandbLogger,
+}
+LAUNCHER_TARGET = {
+    "local": "hydra._internal.core_plugins.basic_launcher.BasicLauncher",
+    "submitit_local": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
+}
+
+
+def options(group: str) -> list[str]:
+    """Option names of a group as Hydra spells them ("name", or "sub/name" for nested files)."""
+    root = CONF / group
+    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml"))
+
+
+def compose_cfg(config_name: str, overrides: list[str] = (), hydra_config: bool = False) -> DictConfig:
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name, overrides=list(overrides), return_hydra_config=hydra_config)
+
+
+def target_paths(node, prefix: str = "") -> list[str]:
+    """Dotted paths of every `_target_` key inside `node`."""
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            found += [path] if key == "_target_" else target_paths(value, path)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += target_paths(value, f"{prefix}[{i}]")
+    return found
+
+
+def leaves(node: dict, prefix: str = "") -> dict:
+    """{dotted key: value} of the non-dict values of a nested dict."""
+    out = {}
+    for key, value in node.items():
+        path = f"{prefix}.{key}" if prefix else key
+        out |= leaves(value, path) if isinstance(value, dict) else {path: value}
+    return out
+
+
+@pytest.fixture(scope="module")
+def data_files(tmp_path_factory) -> dict[str, str]:
+    """Small local datasets for the task options whose paths are `???`."""
+    root = tmp_path_factory.mktemp("config-data")
+    prefs = root / "prefs.jsonl"
+    prefs.write_text("".join(
+        json.dumps({"prompt": f"Question {i}?", "chosen": f"Good {i}.", "rejected": f"Bad {i}."}) + "\n"
+        for i in range(4)
+    ))
+    prompts = root / "prompts.jsonl"
+    prompts.write_text('{"prompt": "Hi there?"}\n{"prompt": [{"role": "user", "content": "Hello?"}]}\n')
+    return {"prefs": str(prefs), "prompts": str(prompts)}
+
+
+@pytest.fixture(scope="module")
+def tiny_policy(tiny_path) -> Policy:
+    return load_policy(tiny_path)
+
+
+def required_overrides(group: str, option: str, data_files, tiny_path, tiny_cache, run_dir) -> list[str]:
+    """Values for the `???` fields of an option (and a run_dir: `${hydra:...}` is unset under compose)."""
+    extra = {
+        ("task", "preference"): [f"task.train_path={data_files['prefs']}"],
+        ("task", "prompts"): [f"task.eval_path={data_files['prompts']}"],
+        ("policy", "hf"): [f"policy.path={tiny_path}"],
+        ("policy", "tiny"): [f"policy.cache_dir={tiny_cache}"],  # the session's tiny model: no rebuild
+    }
+    return [f"{group}={option}", f"run_dir={run_dir}", *extra.get((group, option), [])]
+
+
+# ---- the option tree -----------------------------------------------------------------------------------
+
+
+def test_every_group_has_options_and_the_total_is_known():
+    found = {group: options(group) for group in GROUPS}
+    for group, names in found.items():
+        assert names, f"conf/{group}/ has no option"
+    assert sum(len(names) for names in found.values()) == NUM_OPTIONS, found
+    component_options = {f"{g}/{o}" for g in COMPONENT_GROUPS for o in found[g]}
+    assert component_options == set(EXPECTED_TYPE)
+    assert set(found["launcher"]) == set(LAUNCHER_TARGET)
+
+
+@pytest.mark.parametrize("group_option", sorted(EXPECTED_TYPE))
+def test_component_option_composes_resolves_and_instantiates(
+    group_option, data_files, tiny_path, tiny_cache, tiny_policy, tmp_path
+):
+    group, option = group_option.split("/", 1)
+    cfg = compose_cfg("train", required_overrides(group, option, data_files, tiny_path, tiny_cache, tmp_path))
+    assert OmegaConf.missing_keys(cfg) == set()
+    resolved = OmegaConf.to_container(cfg, resolve=True)  # every interpolation of the whole config resolves
+    assert resolved["run_dir"] == str(tmp_path)
+    # Exactly one object is built per group: one `_target_`, at the node's top level.
+    assert target_paths(resolved[group]) == ["_target_"]
+    target = get_object(resolved[group]["_target_"])  # the target is importable
+
+    built = instantiate(cfg[group])
+    if group == "backend":  # `_partial_`: the model and tokenizer are supplied by the entrypoint
+        assert isinstance(built, functools.partial) and built.func is target
+        built = built(model=tiny_policy.model, tokenizer=tiny_policy.tokenizer)
+    assert isinstance(built, EXPECTED_TYPE[group_option])
+    if isinstance(target, type):
+        assert isinstance(built, target)
+
+    if group == "task":  # rows loaded and validated; prompts end with the user turn the policy answers
+        assert built.name == cfg.task.name and built.schema == cfg.task.schema
+        prompts = built.prompts("eval" if built.eval is not None else "train", limit=3)
+        assert len(prompts) > 0 and all(p[-1]["role"] == "user" for p in prompts)
+    if group == "policy":
+        assert built.tokenizer.chat_template is not None
+        assert built.model.config.vocab_size == len(built.tokenizer)
+    if isinstance(built, WandbLogger):
+        assert built.run is None and built.mode in ("online", "offline")  # built, never started
+
+
+def test_policy_options_load_the_same_tiny_model(tiny_path, tiny_cache, data_files, tmp_path):
+    # policy=tiny builds into (here: finds in) its cache the model that policy=hf loads by path.
+    tiny = instantiate(compose_cfg("train", required_overrides(
+        "policy", "tiny", data_files, tiny_path, tiny_cache, tmp_path)).policy)
+    hf = instantiate(compose_cfg("train", required_overrides(
+        "policy", "hf", data_files, tiny_path, tiny_cache, tmp_path)).policy)
+    assert Path(tiny.path).resolve() == Path(tiny_path).resolve() == Path(hf.path).resolve()
+
+
+@pytest.mark.parametrize("option", sorted(LAUNCHER_TARGET))
+def test_launcher_option_sets_the_hydra_launcher(option):
+    cfg = compose_cfg("train", [f"launcher={option}"], hydra_config=True)
+    assert cfg.hydra.launcher._target_ == LAUNCHER_TARGET[option]
+    assert isinstance(get_object(LAUNCHER_TARGET[option]), type)  # the plugin is installed
+    # a launcher changes where a run executes, not what it computes: it stays out of the run directory name
+    assert cfg.hydra.job.override_dirname == ""
+    if option == "submitit_local":
+        assert (cfg.hydra.launcher.cpus_per_task, cfg.hydra.launcher.mem_gb, cfg.hydra.launcher.timeout_min) == (
+            2, 8, 60)
+
+
+@pytest.mark.parametrize("name", options("experiment"))
+def test_experiment_overrides_its_keys(name):
+    default = compose_cfg("train")
+    cfg = compose_cfg("train", [f"experiment={name}"])
+    spec = OmegaConf.to_container(OmegaConf.load(CONF / "experiment" / f"{name}.yaml"))
+    group_overrides = spec.pop("defaults", [])
+    values = leaves(spec)
+    assert values or group_overrides, f"experiment {name} changes nothing"
+    for key, value in values.items():
+        assert OmegaConf.select(cfg, key) == value, key
+        assert OmegaConf.select(default, key) != value, f"{key} already is {value!r} by default"
+    for entry in group_overrides:  # e.g. {"override /task": "synthetic_dialogues"}
+        [(key, option)] = entry.items()
+        group = key.removeprefix("override /")
+        assert cfg[group] == compose_cfg("train", [f"{group}={option}"])[group]
+        assert cfg[group] != default[group]
+
+
+def test_sft_dialogues_experiment_is_sft_on_conversations():
+    cfg = compose_cfg("train", ["experiment=sft_dialogues"])
+    assert cfg.algo._target_ == "rlhf.algos.sft.SFT"
+    assert cfg.task.schema == "conversation" and cfg.task.name == "synthetic_dialogues"
+    assert (cfg.trainer.max_steps, cfg.trainer.learning_rate) == (100, 1e-3)
+
+
+# ---- primary configs -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["train", "generate", "eval"])
+def test_primary_config_composes_with_defaults(name, tmp_path):
+    cfg = compose_cfg(name, [f"run_dir={tmp_path}"])
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert OmegaConf.missing_keys(cfg) == set()
+    for group in ("task", "policy", "user", "reward", "backend"):
+        assert resolved[group]["_target_"], group
+    assert resolved["task"]["name"] == "synthetic_prefs" and resolved["seed"] == 0
+    assert resolved["backend"]["seed"] == resolved["seed"]  # ${seed}
+    # Only training has an algorithm, a trainer, a logger and tokenisation settings.
+    train_only = {"algo", "trainer", "logger", "data"}
+    if name == "train":
+        assert train_only <= resolved.keys()
+    else:
+        assert not train_only & resolved.keys()
+    if name == "generate":
+        assert (resolved["split"], resolved["num_prompts"], resolved["num_samples"]) == ("train", None, 4)
+    hydra_cfg = compose_cfg(name, hydra_config=True).hydra
+    assert hydra_cfg.run.dir == f"outputs/{name}/default"  # no overrides -> "default"
+    assert hydra_cfg.job.chdir is False
+    if name == "eval":  # `python -m rlhf.eval` would otherwise be job "__main__"
+        assert hydra_cfg.job.name == "eval"
+
+
+def test_train_data_and_trainer_nodes_instantiate(tmp_path):
+    cfg = compose_cfg("train", [f"run_dir={tmp_path}"])
+    assert instantiate(cfg.data) == Tokenization(max_length=256, truncation="left")
+    fit = instantiate(cfg.trainer)
+    assert isinstance(fit, functools.partial) and fit.keywords["batch_size"] == 16
+
+
+# ---- bad input -----------------------------------------------------------------------------------------
+
+
+def test_unknown_group_option_lists_the_available_ones():
+    with pytest.raises(MissingConfigException) as excinfo:
+        compose_cfg("train", ["algo=nonexistent"])
+    message = str(excinfo.value)
+    assert "Could not find 'algo/nonexistent'" in message
+    # Hydra lists the options, one per line: "Available options in 'algo':\n\tdpo\n\tipo\n\tsft"
+    assert "Available options in 'algo':\n" + "".join(f"\t{o}\n" for o in options("algo")) in message
+
+
+def test_invalid_values_fail_at_instantiation_naming_the_key():
+    cfg = compose_cfg("train", ["algo.loss_type=bogus", "data.truncation=middle"])
+    # Hydra wraps the constructor's ValueError (kept as __cause__) in an InstantiationException.
+    with pytest.raises(InstantiationException, match=r"algo\.loss_type must be one of .*got 'bogus'") as excinfo:
+        instantiate(cfg.algo)
+    assert isinstance(excinfo.value.__cause__, ValueError)
+    with pytest.raises(InstantiationException, match=r"data\.truncation='middle' is not one of") as excinfo:
+        instantiate(cfg.data)
+    assert isinstance(excinfo.value.__cause__, ValueError)
+
+
+def test_missing_required_value_is_reported(tmp_path):
+    cfg = compose_cfg("train", ["task=preference", f"run_dir={tmp_path}"])
+    assert "task.train_path" in OmegaConf.missing_keys(cfg)
+    with pytest.raises(MissingMandatoryValue, match=r"Missing mandatory value: task\.train_path"):
+        instantiate(cfg.task)
+
+
+# ---- run directories -----------------------------------------------------------------------------------
+
+
+def test_run_dir_is_named_from_overrides_without_logger_or_launcher():
+    cfg = compose_cfg("train", ["algo=sft", "seed=3", "logger=wandb", "launcher=local", "trainer.log_every=5"],
+                      hydra_config=True)
+    assert cfg.hydra.job.override_dirname == "algo=sft,seed=3"
+    assert cfg.hydra.run.dir == "outputs/train/algo=sft,seed=3"
+    assert (cfg.hydra.sweep.dir, cfg.hydra.sweep.subdir) == ("multirun/train", "algo=sft,seed=3")
+    # what changes the computation does name the directory
+    cfg = compose_cfg("train", ["trainer.max_steps=7", "experiment=debug"], hydra_config=True)
+    assert cfg.hydra.job.override_dirname == "experiment=debug,trainer.max_steps=7"
+
+
+# ---- the real entrypoints (about 6 s each for the imports; run side by side) -----------------------------
+
+
+@pytest.fixture(scope="module")
+def entrypoint_runs(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
+    cwd = tmp_path_factory.mktemp("entrypoints")
+    script = Path(sys.executable).with_name("rlhf-train")
+    assert script.exists(), script
+    commands = {
+        "help": [str(script), "--help"],
+        "cfg": [str(script), "--cfg", "job"],
+        "module": [sys.executable, "-m", "rlhf.train", "algo=sft", "--cfg", "job"],
+    }
+    procs = {k: subprocess.Popen(c, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for k, c in commands.items()}
+    runs = {}
+    for key, proc in procs.items():
+        out, err = proc.communicate(timeout=180)
+        runs[key] = subprocess.CompletedProcess(commands[key], proc.returncode, out, err)
+    assert not any(cwd.iterdir()), "printing the config must not create a run directory"
+    return runs
+
+
+@pytest.mark.slow
+def test_train_help_lists_every_group_option(entrypoint_runs):
+    run = entrypoint_runs["help"]
+    assert run.returncode == 0, run.stderr
+    assert "== Configuration groups ==" in run.stdout
+    for group in GROUPS:
+        assert f"\n{group}: {', '.join(options(group))}\n" in run.stdout, group
+    assert "run_dir: ${hydra:runtime.output_dir}" in run.stdout
+
+
+@pytest.mark.slow
+def test_train_cfg_job_prints_the_default_config(entrypoint_runs):
+    run = entrypoint_runs["cfg"]
+    assert run.returncode == 0, run.stderr
+    printed = yaml.safe_load(run.stdout)
+    assert "hydra" not in printed
+    assert printed["algo"]["_target_"] == "rlhf.algos.dpo.DPO"
+    assert printed["task"]["name"] == "synthetic_prefs" and printed["data"]["max_length"] == 256
+    expected = OmegaConf.to_container(compose_cfg("train"))  # the same as composing it here
+    assert printed == expected
+
+
+@pytest.mark.slow
+def test_python_m_train_applies_overrides(entrypoint_runs):
+    run = entrypoint_runs["module"]
+    assert run.returncode == 0, run.stderr
+    printed = yaml.safe_load(run.stdout)
+    assert printed["algo"] == {"_target_": "rlhf.algos.sft.SFT"}
+    assert printed["logger"]["_target_"] == "rlhf.logging.NoLogger"

@@ -69,3 +69,32 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, tiny_cache):
     assert train_losses(killed) == pytest.approx(train_losses(whole), rel=1e-6, abs=1e-7)
     final = json.loads((killed / "final_metrics.json").read_text())
     assert final == pytest.approx(json.loads((whole / "final_metrics.json").read_text()))
+
+
+def test_gradient_accumulation_matches_the_larger_batch(tmp_path, tiny_cache):
+    """Two micro-batches of 4 pairs accumulated give the step of one batch of 8: DPO averages over pairs,
+    and micro-batch k of a step takes the next 4 examples of the same epoch order the batch of 8 takes."""
+    common = ["experiment=debug", "algo=dpo", "trainer.max_steps=3", "trainer.max_grad_norm=1e9"]
+    run("rlhf.train", tmp_path / "accum", tiny_cache, *common, "trainer.batch_size=4",
+        "trainer.gradient_accumulation_steps=2")
+    run("rlhf.train", tmp_path / "big", tiny_cache, *common, "trainer.batch_size=8")
+    a, b = weights(tmp_path / "accum" / "model"), weights(tmp_path / "big" / "model")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    assert train_losses(tmp_path / "accum") == pytest.approx(train_losses(tmp_path / "big"), rel=1e-4)
+
+
+def test_bad_data_fails_before_any_model_is_loaded(tmp_path):
+    """A malformed row stops the run with its row and column named, before the policy is built."""
+    data = tmp_path / "bad.jsonl"
+    data.write_text(
+        json.dumps({"prompt": "Hi there.", "chosen": "Hello.", "rejected": "Go."}) + "\n"
+        + json.dumps({"prompt": "Hi there.", "chosen": "Hello."}) + "\n"
+    )
+    cache = tmp_path / "empty-cache"
+    cache.mkdir()
+    result = subprocess.run(command("rlhf.train", tmp_path / "run", "task=preference", f"task.train_path={data}"),
+                            cwd=REPO, env=env(str(cache)), capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "row 1: column 'rejected' is missing" in result.stderr
+    assert not any(cache.iterdir()), "the tiny policy was built although the data was invalid"

@@ -104,3 +104,17 @@ def test_load_errors(tiny_path, tmp_path):
     (no_template / "chat_template.jinja").unlink(missing_ok=True)
     with pytest.raises(ValueError, match="no chat template"):
         load_policy(str(no_template))
+
+
+def test_gradient_checkpointing_trains_the_same(tiny_path):
+    """Checkpointed activations are recomputed in backward: same loss gradient as without."""
+    grads = []
+    for checkpointing in (False, True):
+        policy = load_policy(tiny_path, gradient_checkpointing=checkpointing)
+        policy.model.train()
+        assert policy.model.is_gradient_checkpointing == checkpointing
+        batch = examples(policy.tokenizer)["train"].batch([0, 1, 2]).concatenated()
+        logps, _ = sequence_logps(policy.model, batch)
+        logps.sum().backward()
+        grads.append(policy.model.model.layers[0].self_attn.q_proj.weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)

@@ -12,6 +12,8 @@ from pathlib import Path
 import datasets
 import transformers
 import yaml
+from accelerate.utils import set_seed
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from rlhf.logging import redact
@@ -20,6 +22,12 @@ REPO_DIR = Path(__file__).resolve().parents[1]
 CONF_DIR = str(REPO_DIR / "conf")  # absolute, so the entrypoints find it from any working directory
 OmegaConf.register_new_resolver("data_dir", lambda: str(REPO_DIR / "data"), replace=True)
 OmegaConf.register_new_resolver("or_default", lambda value, default: value or default, replace=True)
+
+
+def build(node: DictConfig, **kwargs):
+    """`hydra.utils.instantiate` with nested configs converted to plain dicts and lists, so components never
+    see a DictConfig (e.g. `policy.lora` reaches peft as a dict it can serialise)."""
+    return instantiate(node, _convert_="all", **kwargs)
 
 
 def quiet_libraries() -> None:
@@ -33,8 +41,11 @@ def quiet_libraries() -> None:
 
 
 def prepare_run(cfg: DictConfig) -> dict:
-    """Resolve `cfg`, write it (secrets redacted) to `<run_dir>/config.yaml` atomically, return it as a dict."""
+    """Seed Python, NumPy and torch with `cfg.seed` (before any model is built, so e.g. LoRA initialisation
+    is reproducible), resolve `cfg`, write it (secrets redacted) to `<run_dir>/config.yaml` atomically, and
+    return it as a dict."""
     quiet_libraries()
+    set_seed(cfg.seed)
     config = redact(OmegaConf.to_container(cfg, resolve=True))
     run_dir = Path(config["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -3,10 +3,9 @@
 import math
 
 import hydra
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from rlhf.config import CONF_DIR, prepare_run
+from rlhf.config import CONF_DIR, build, prepare_run
 from rlhf.data.examples import check_supports
 from rlhf.eval.report import training_summary
 from rlhf.eval.reward_eval import RewardEvaluator
@@ -15,19 +14,19 @@ from rlhf.eval.reward_eval import RewardEvaluator
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     config = prepare_run(cfg)
-    task = instantiate(cfg.task)  # loads and validates the data before any model
-    algo = instantiate(cfg.algo)
+    task = build(cfg.task)  # loads and validates the data before any model
+    algo = build(cfg.algo)
     check_supports(task.schema, algo.batch_kind, f"task={task.name}")
-    policy = instantiate(cfg.policy)
+    policy = build(cfg.policy)
     has_eval = task.eval is not None  # without held-out rows there is no eval loss or reward to report
-    evaluate = RewardEvaluator(instantiate(cfg.backend), instantiate(cfg.reward), task.eval_prompts()) if has_eval else None
-    fit = instantiate(cfg.trainer)
+    evaluate = RewardEvaluator(build(cfg.backend), build(cfg.reward), task.eval_prompts()) if has_eval else None
+    fit = build(cfg.trainer)
     result = fit(
         policy=policy,
         algo=algo,
         task=task,
-        tokenization=instantiate(cfg.data),
-        logger=instantiate(cfg.logger),
+        tokenization=build(cfg.data),
+        logger=build(cfg.logger),
         run_dir=cfg.run_dir,
         seed=cfg.seed,
         config=config,

@@ -1,21 +1,20 @@
 """`rlhf-eval` / `python -m rlhf.eval`: reward of a policy on held-out prompts. Defaults: conf/eval.yaml."""
 
 import hydra
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from rlhf.config import CONF_DIR, prepare_run
+from rlhf.config import CONF_DIR, build, prepare_run
 from rlhf.eval.evaluate import evaluate_policy
 
 
 @hydra.main(config_path=CONF_DIR, config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     prepare_run(cfg)
-    task = instantiate(cfg.task)
-    reward = instantiate(cfg.reward)
+    task = build(cfg.task)
+    reward = build(cfg.reward)
     result = evaluate_policy(
-        policy=instantiate(cfg.policy),
-        backend=instantiate(cfg.backend),
+        policy=build(cfg.policy),
+        backend=build(cfg.backend),
         reward=reward,
         prompts=task.eval_prompts(),
         num_samples=cfg.num_samples,

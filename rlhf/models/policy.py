@@ -42,11 +42,13 @@ def load_policy(
     trust_remote_code: bool = False,
     lora: dict | None = None,
     gradient_checkpointing: bool = False,
+    seed: int = 0,
 ) -> Policy:
     """Load `path` (a hub id or a local directory) with `AutoModelForCausalLM` and `AutoTokenizer`.
 
     lora: keyword arguments of `peft.LoraConfig` (e.g. r, lora_alpha, lora_dropout, target_modules);
         None trains all weights.
+    seed: seeds the random initialisation of the adapter, whatever else used the global RNG before.
     """
     if dtype not in DTYPES:
         raise ValueError(f"policy.dtype={dtype!r} is not one of {sorted(DTYPES)}")
@@ -65,5 +67,7 @@ def load_policy(
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
     if lora is not None:
-        model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **lora))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **lora))
     return Policy(model=model, tokenizer=tokenizer, path=path)

@@ -46,9 +46,9 @@ def build_tiny(
     num_layers: int,
     num_heads: int,
     max_position_embeddings: int,
-    seed: int,
+    build_seed: int,
 ) -> None:
-    """Train the tokenizer, initialise the model with `seed`, and save both to `directory`."""
+    """Train the tokenizer, initialise the model with `build_seed`, and save both to `directory`."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -80,8 +80,9 @@ def build_tiny(
         pad_token_id=fast.pad_token_id,
         tie_word_embeddings=True,
     )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(build_seed)
+        model = LlamaForCausalLM(config)
     model.generation_config.pad_token_id = fast.pad_token_id
     model.save_pretrained(directory, safe_serialization=True)
     fast.save_pretrained(directory)
@@ -94,7 +95,7 @@ def tiny_model_path(
     num_layers: int = 2,
     num_heads: int = 4,
     max_position_embeddings: int = 512,
-    seed: int = 0,
+    build_seed: int = 0,
 ) -> Path:
     """The cached tiny model for these settings, built (atomically) if it is not there yet."""
     spec = dict(
@@ -103,7 +104,7 @@ def tiny_model_path(
         num_layers=num_layers,
         num_heads=num_heads,
         max_position_embeddings=max_position_embeddings,
-        seed=seed,
+        build_seed=build_seed,
     )
     key = hashlib.sha256(json.dumps({**spec, "version": BUILD_VERSION}, sort_keys=True).encode()).hexdigest()
     target = Path(cache_dir).expanduser() / key[:16]
@@ -126,14 +127,15 @@ def load_tiny(
     num_layers: int = 2,
     num_heads: int = 4,
     max_position_embeddings: int = 512,
-    seed: int = 0,
+    build_seed: int = 0,
     dtype: str = "float32",
     lora: dict | None = None,
     gradient_checkpointing: bool = False,
+    seed: int = 0,
 ) -> Policy:
     """Load the tiny policy; with `path` set (e.g. a trained run's `model/`), load that instead of building."""
     if path is None:
         path = str(
-            tiny_model_path(cache_dir, vocab_size, hidden_size, num_layers, num_heads, max_position_embeddings, seed)
+            tiny_model_path(cache_dir, vocab_size, hidden_size, num_layers, num_heads, max_position_embeddings, build_seed)
         )
-    return load_policy(path, dtype=dtype, lora=lora, gradient_checkpointing=gradient_checkpointing)
+    return load_policy(path, dtype=dtype, lora=lora, gradient_checkpointing=gradient_checkpointing, seed=seed)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from rlhf.models.tiny import tiny_model_path
 from tests.smoke.helpers import REPO, assert_finite, command, env, metrics, run, train_losses, weights
@@ -98,3 +99,17 @@ def test_bad_data_fails_before_any_model_is_loaded(tmp_path):
     assert result.returncode != 0
     assert "row 1: column 'rejected' is missing" in result.stderr
     assert not any(cache.iterdir()), "the tiny policy was built although the data was invalid"
+
+
+def test_lora_runs_are_reproducible(tmp_path, tiny_cache):
+    """The same command twice (different run directories) gives identical LoRA weights: the adapter's random
+    initialisation is seeded by `seed`, and a different seed gives different weights."""
+    lora = "policy.lora={r: 4, lora_alpha: 8, target_modules: [q_proj, v_proj]}"
+    common = ["experiment=debug", "algo=dpo", "trainer.reference=disabled_adapter", "trainer.max_steps=2", lora]
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        run("rlhf.train", tmp_path / name, tiny_cache, *common, f"seed={seed}")
+    adapter = {n: load_file(tmp_path / n / "model" / "adapter" / "adapter_model.safetensors") for n in "abc"}
+    assert all(torch.equal(adapter["a"][k], adapter["b"][k]) for k in adapter["a"])
+    assert not all(torch.equal(adapter["a"][k], adapter["c"][k]) for k in adapter["a"])
+    lora_b = [v for k, v in adapter["a"].items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b), "LoRA B (initialised to zero) was not trained"

@@ -1,6 +1,6 @@
 """Padded tensor batches of tokenised sequences and preference pairs (right padding, for training)."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -15,13 +15,15 @@ class SequenceBatch:
     input_ids:      (B, T) token ids, `pad_id` after the end of each sequence
     attention_mask: (B, T) 1 for real tokens
     turn_ids:       (B, T) assistant turn index of each token, -1 for all others and padding
-    index:          (B,)   row of each sequence in its dataset
+    index:          (B,)   example position of each sequence (see `rlhf.data.examples.Examples`)
+    fields:         per-example tensors (first dimension B), e.g. rewards
     """
 
     input_ids: Tensor
     attention_mask: Tensor
     turn_ids: Tensor
     index: Tensor
+    fields: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def response_mask(self) -> Tensor:
@@ -37,15 +39,18 @@ class SequenceBatch:
         return self.turn_ids == h
 
     def to(self, device: torch.device) -> "SequenceBatch":
-        return SequenceBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.turn_ids, self.index)))
+        tensors = (self.input_ids, self.attention_mask, self.turn_ids, self.index)
+        return SequenceBatch(*(t.to(device) for t in tensors), {k: v.to(device) for k, v in self.fields.items()})
 
 
 @dataclass
 class PairBatch:
-    """B preference pairs: chosen and rejected padded to the same length T, so they run as one 2B batch."""
+    """B preference pairs: chosen and rejected padded to the same length T, so they run as one 2B batch.
+    `fields` are per-pair tensors (first dimension B), e.g. chosen_scores."""
 
     chosen: SequenceBatch
     rejected: SequenceBatch
+    fields: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def index(self) -> Tensor:
@@ -63,7 +68,7 @@ class PairBatch:
         )))
 
     def to(self, device: torch.device) -> "PairBatch":
-        return PairBatch(self.chosen.to(device), self.rejected.to(device))
+        return PairBatch(self.chosen.to(device), self.rejected.to(device), {k: v.to(device) for k, v in self.fields.items()})
 
 
 def collate_sequences(sequences: list[TokenizedSequence], index: list[int], pad_id: int, length: int = 0) -> SequenceBatch:

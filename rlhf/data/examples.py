@@ -1,13 +1,22 @@
 """From validated rows to tokenised training examples for an algorithm's batch kind.
 
-Batch kinds: "sequence" (conversations with assistant masks; a preference row contributes prompt + chosen)
-and "pair" (preference rows: chosen and rejected continuations of one prompt).
+Batch kinds and the rows they take:
+- "sequence": conversations with assistant masks; a preference row gives prompt + chosen (and, with
+  `responses=("chosen", "rejected")`, a second example with the rejected reply);
+- "pair" and "reward_pair": preference rows, chosen and rejected continuations of one prompt;
+- "group" and "rollout": group rows, K responses to one prompt (`rollout` also flags which responses end
+  with the end-of-turn token, for PPO's missing-EOS penalty).
+
+Numeric columns travel with the examples as per-example fields named like the loss arguments that use
+them (`FIELDS`); a field is kept only when every row has it.
 """
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import datasets
+import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
@@ -15,7 +24,16 @@ from rlhf.data.batch import PairBatch, SequenceBatch, collate_pairs, collate_seq
 from rlhf.data.schema import as_messages
 from rlhf.data.tokenize import TokenizedSequence, Tokenization, tokenize_conversation, tokenize_pair, truncate
 
-SCHEMAS_FOR = {"sequence": ("conversation", "preference"), "pair": ("preference",)}
+SCHEMAS_FOR = {
+    "sequence": ("conversation", "preference"),
+    "pair": ("preference",),
+    "reward_pair": ("preference",),
+    "group": ("group",),
+    "rollout": ("group",),
+}
+# dataset column -> field name (= loss argument)
+FIELDS = {"score_chosen": "chosen_scores", "score_rejected": "rejected_scores", "magnitude": "margins",
+          "group_id": "group_ids"}
 
 
 def check_supports(schema: str, batch_kind: str, source: str) -> None:
@@ -28,10 +46,15 @@ def check_supports(schema: str, batch_kind: str, source: str) -> None:
 
 @dataclass
 class Examples:
-    """Tokenised examples with their dataset row numbers, and a collate function to batch them."""
+    """Tokenised examples, their per-example fields (first dimension = example), and how to batch them.
 
-    items: list  # TokenizedSequence, or (chosen, rejected) pairs
+    `rows[i]` is the dataset row example i came from. A batch's `index` holds example positions, so
+    anything computed per example (reference log-probs, advantages) is looked up by position.
+    """
+
+    items: list  # TokenizedSequence | (chosen, rejected) | list of K TokenizedSequence
     rows: list[int]
+    fields: dict[str, Tensor]
     dropped: int
     collate: Callable[[list, list[int]], SequenceBatch | PairBatch]
 
@@ -39,17 +62,40 @@ class Examples:
         return len(self.items)
 
     def batch(self, positions: list[int]) -> SequenceBatch | PairBatch:
-        return self.collate([self.items[p] for p in positions], [self.rows[p] for p in positions])
+        batch = self.collate([self.items[p] for p in positions], positions)
+        batch.fields = {k: v[positions] for k, v in self.fields.items()}
+        return batch
+
+    def with_fields(self, **fields: Tensor) -> "Examples":
+        return Examples(self.items, self.rows, {**self.fields, **fields}, self.dropped, self.collate)
 
 
-def _sequence(tokenizer, row: dict, schema: str, spec: Tokenization, where: str) -> TokenizedSequence | None:
-    if schema == "conversation":
-        messages = row["messages"]
-        return truncate(tokenize_conversation(tokenizer, messages), spec, where)
+def _conversation(tokenizer, messages: list[dict], spec: Tokenization, where: str) -> TokenizedSequence | None:
+    return truncate(tokenize_conversation(tokenizer, messages), spec, where)
+
+
+def _reply(tokenizer, row: dict, column: str, spec: Tokenization, where: str) -> TokenizedSequence | None:
     prompt = as_messages(row["prompt"], "user")
-    messages = prompt + as_messages(row["chosen"], "assistant")
+    messages = prompt + as_messages(row[column], "assistant")
     context_turns = sum(m["role"] == "assistant" for m in prompt)
     return truncate(tokenize_conversation(tokenizer, messages, context_turns), spec, where)
+
+
+def _group(tokenizer, row: dict, spec: Tokenization, where: str) -> list[TokenizedSequence] | None:
+    sequences = [_reply(tokenizer, {"prompt": row["prompt"], "r": r}, "r", spec, f"{where} response {k}")
+                 for k, r in enumerate(row["responses"])]
+    return None if any(s is None for s in sequences) else sequences
+
+
+def _ends_with_eos(sequence: TokenizedSequence, eos_id: int) -> bool:
+    last = max(i for i, turn in enumerate(sequence.turn_ids) if turn >= 0)
+    return sequence.input_ids[last] == eos_id
+
+
+def _collate_group(groups: list[list[TokenizedSequence]], positions: list[int], pad_id: int) -> SequenceBatch:
+    """(B*K, T) sequences, prompt-major; the index of sequence k of example p is p*K + k."""
+    K = len(groups[0])
+    return collate_sequences([s for g in groups for s in g], [p * K + k for p in positions for k in range(K)], pad_id)
 
 
 def build_examples(
@@ -59,22 +105,43 @@ def build_examples(
     tokenizer: PreTrainedTokenizerBase,
     spec: Tokenization,
     source: str,
+    responses: tuple[str, ...] = ("chosen",),
 ) -> Examples:
     """Tokenise every row (with a progress bar); rows that truncation drops are counted, not kept."""
     check_supports(schema, batch_kind, source)
-    items, kept = [], []
+    items, kept, values = [], [], {}
     for i, row in enumerate(tqdm(rows, desc=f"tokenising {source}", leave=False)):
         where = f"{source} row {i}"
-        if batch_kind == "pair":
-            item = tokenize_pair(tokenizer, row, spec, where)
+        if batch_kind in ("pair", "reward_pair"):
+            new = [(tokenize_pair(tokenizer, row, spec, where), {})]
+        elif batch_kind in ("group", "rollout"):
+            group = _group(tokenizer, row, spec, where)
+            extra = {"rewards": row["scores"]}
+            if batch_kind == "rollout" and group is not None:
+                extra["ends_with_eos"] = [_ends_with_eos(s, tokenizer.eos_token_id) for s in group]
+            new = [(group, extra)]
+        elif schema == "conversation":
+            new = [(_conversation(tokenizer, row["messages"], spec, where), {"rewards": row.get("score")})]
         else:
-            item = _sequence(tokenizer, row, schema, spec, where)
-        if item is not None:
+            new = [(_reply(tokenizer, row, column, spec, f"{where} ({column})"),
+                    {"rewards": row.get(f"score_{column}")}) for column in responses]
+        for item, extra in new:
+            if item is None:
+                continue
             items.append(item)
             kept.append(i)
+            for name, value in ({FIELDS[c]: row.get(c) for c in FIELDS} | extra).items():
+                values.setdefault(name, []).append(value)
     if not items:
         raise ValueError(f"no example of {source} is left after truncation to data.max_length={spec.max_length}")
+    if batch_kind in ("group", "rollout") and len({len(g) for g in items}) > 1:
+        raise ValueError(f"{source}: every row of a group dataset needs the same number of responses")
+    dtypes = {"group_ids": torch.long, "ends_with_eos": torch.bool}
+    fields = {name: torch.tensor(v, dtype=dtypes.get(name, torch.float))
+              for name, v in values.items() if all(x is not None for x in v)}
     pad_id = tokenizer.pad_token_id
-    if batch_kind == "pair":
-        return Examples(items, kept, len(rows) - len(items), lambda b, idx: collate_pairs(b, idx, pad_id))
-    return Examples(items, kept, len(rows) - len(items), lambda b, idx: collate_sequences(b, idx, pad_id))
+    collate = {"group": lambda b, p: _collate_group(b, p, pad_id), "rollout": lambda b, p: _collate_group(b, p, pad_id), "pair": lambda b, p: collate_pairs(b, p, pad_id),
+               "reward_pair": lambda b, p: collate_pairs(b, p, pad_id)}.get(
+        batch_kind, lambda b, p: collate_sequences(b, p, pad_id))
+    dropped = len(rows) * (len(responses) if batch_kind == "sequence" and schema == "preference" else 1) - len(items)
+    return Examples(items, kept, fields, dropped, collate)

@@ -7,6 +7,8 @@ Three row kinds (column names are the schema):
   `rejected` (an assistant reply as a string, or a list of messages starting with the assistant),
   optional numeric `score_chosen` / `score_rejected`, `group_id`, `magnitude`.
 - prompt: `prompt` as above (extra columns are kept).
+- group: `prompt` as above, `responses` (K >= 2 assistant replies as strings) and `scores` (K numbers), as
+  `rlhf-generate` writes them; every row of a dataset has the same K.
 """
 
 from collections.abc import Iterable
@@ -72,8 +74,9 @@ def _prompt_problems(value) -> list[str]:
 
 
 def row_problems(row: dict, kind: str) -> list[str]:
-    """Problems of one row of schema `kind` ("conversation", "preference" or "prompt")."""
-    required = {"conversation": ("messages",), "preference": ("prompt", "chosen", "rejected"), "prompt": ("prompt",)}
+    """Problems of one row of schema `kind` ("conversation", "preference", "prompt" or "group")."""
+    required = {"conversation": ("messages",), "preference": ("prompt", "chosen", "rejected"), "prompt": ("prompt",),
+                "group": ("prompt", "responses", "scores")}
     if kind not in required:
         raise ValueError(f"unknown data schema {kind!r}; expected one of {sorted(required)}")
     missing = [c for c in required[kind] if row.get(c) is None]
@@ -90,6 +93,20 @@ def row_problems(row: dict, kind: str) -> list[str]:
         for column in ("score_chosen", "score_rejected", "magnitude"):
             if row.get(column) is not None and not isinstance(row[column], (int, float)):
                 problems.append(f"column '{column}' must be a number, got {type(row[column]).__name__}")
+    if kind == "group":
+        problems += _group_problems(row["responses"], row["scores"])
+    return problems
+
+
+def _group_problems(responses, scores) -> list[str]:
+    if not isinstance(responses, list) or len(responses) < 2:
+        return ["column 'responses' must be a list of at least 2 replies"]
+    if not isinstance(scores, list) or len(scores) != len(responses):
+        return [f"column 'scores' must be a list of {len(responses)} numbers, one per response"]
+    problems = [f"column 'responses' item {i} is an empty turn" for i, r in enumerate(responses)
+                if not isinstance(r, str) or not r.strip()]
+    if not all(isinstance(x, (int, float)) for x in scores):
+        problems.append("column 'scores' must hold numbers only")
     return problems
 
 

@@ -42,7 +42,10 @@ class RewardEvaluator:
     def __init__(self, backend: BackendFactory, reward: Reward, prompts: list[list[dict]], num_samples: int = 1):
         self.backend, self.reward, self.prompts, self.num_samples = backend, reward, prompts, num_samples
 
-    def __call__(self, policy: Policy) -> dict[str, float]:
+    def rollouts(self, policy: Policy) -> list[dict]:
+        """The scored samples themselves: one row per prompt (see `generate_and_score`)."""
         backend = self.backend(model=policy.model, tokenizer=policy.tokenizer)
-        rows = generate_and_score(backend, self.reward, self.prompts, self.num_samples)
-        return summarize([s for row in rows for s in row["scores"]])
+        return generate_and_score(backend, self.reward, self.prompts, self.num_samples)
+
+    def __call__(self, policy: Policy) -> dict[str, float]:
+        return summarize([s for row in self.rollouts(policy) for s in row["scores"]])

@@ -16,6 +16,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from rlhf.models.policy import Policy, load_policy
+from rlhf.models.reward_model import load_reward_model
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
@@ -28,14 +29,20 @@ CHAT_TEMPLATE = (
 BUILD_VERSION = 1
 
 
+CORPUS_FILES = ("dialogues_eval", "dialogues_train", "preferences_eval", "preferences_train")
+CORPUS_COLUMNS = ("prompt", "chosen", "rejected", "messages")
+
+
 def corpus_lines() -> list[str]:
-    """Text the tokenizer is trained on: every string of the bundled synthetic data."""
+    """Text the tokenizer is trained on: the conversations of the bundled synthetic data (a fixed set of
+    files, so adding datasets does not change the tiny model)."""
     lines = []
-    for path in sorted((DATA_DIR / "synthetic").glob("*.jsonl")):
-        for row in map(json.loads, path.read_text().splitlines()):
-            for value in row.values():
-                messages = value if isinstance(value, list) else [{"content": value}]
-                lines.extend(m["content"] for m in messages)
+    for name in CORPUS_FILES:
+        for row in map(json.loads, (DATA_DIR / "synthetic" / f"{name}.jsonl").read_text().splitlines()):
+            for column in CORPUS_COLUMNS:
+                if column in row:
+                    value = row[column]
+                    lines.extend(m["content"] for m in (value if isinstance(value, list) else [{"content": value}]))
     return lines
 
 
@@ -121,21 +128,29 @@ def tiny_model_path(
 
 def load_tiny(
     cache_dir: str,
+    architecture: dict,
     path: str | None = None,
-    vocab_size: int = 1024,
-    hidden_size: int = 64,
-    num_layers: int = 2,
-    num_heads: int = 4,
-    max_position_embeddings: int = 512,
-    build_seed: int = 0,
     dtype: str = "float32",
     lora: dict | None = None,
     gradient_checkpointing: bool = False,
     seed: int = 0,
 ) -> Policy:
-    """Load the tiny policy; with `path` set (e.g. a trained run's `model/`), load that instead of building."""
-    if path is None:
-        path = str(
-            tiny_model_path(cache_dir, vocab_size, hidden_size, num_layers, num_heads, max_position_embeddings, build_seed)
-        )
+    """The tiny causal LM policy. architecture: keyword arguments of `tiny_model_path`. With `path` set (e.g. a
+    trained run's `model/`), that model is loaded instead of building one."""
+    path = path or str(tiny_model_path(cache_dir, **architecture))
     return load_policy(path, dtype=dtype, lora=lora, gradient_checkpointing=gradient_checkpointing, seed=seed)
+
+
+def load_tiny_reward_model(
+    cache_dir: str,
+    architecture: dict,
+    path: str | None = None,
+    num_groups: int = 1,
+    shared_dim: int | None = None,
+    freeze_backbone: bool = False,
+    dtype: str = "float32",
+    seed: int = 0,
+) -> Policy:
+    """A reward model on the tiny backbone (see `rlhf.models.reward_model.load_reward_model`)."""
+    path = path or str(tiny_model_path(cache_dir, **architecture))
+    return load_reward_model(path, num_groups, shared_dim, freeze_backbone, dtype=dtype, seed=seed)

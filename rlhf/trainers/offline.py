@@ -1,10 +1,14 @@
 """The offline training loop: a fixed dataset, an algorithm's loss, accelerate for devices and processes.
 
-It never asks which algorithm it runs: `algo.batch_kind` picks the data pipeline and forward pass
-(`rlhf.trainers.steps`), `algo.needs_reference` whether reference log-probs are made. Everything a job
+It never asks which algorithm it runs: `algo.batch_kind` picks the data pipeline and forward pass, the
+signature of `algo.loss` the tensors it gets (`rlhf.trainers.steps`), `algo.needs_reference` whether a
+reference policy is run. Everything a job
 needs to go on after being killed is in its run directory: checkpoints (written atomically), cached
 reference log-probs, `metrics.jsonl`. Running the same command again resumes from the latest checkpoint;
 the data order is a function of (seed, epoch), so the position in the data is the step count.
+
+Loops of methods with more control flow (e.g. `rlhf.trainers.alol`) prepare what they need and call
+`fit_offline` with `examples` (tokenised data with extra per-example fields) and `sample_weights`.
 """
 
 import json
@@ -28,18 +32,50 @@ from rlhf.models.policy import Policy
 from rlhf.tasks.dataset import DatasetTask
 from rlhf.trainers.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from rlhf.trainers.reference import make_reference
-from rlhf.trainers.steps import STEPS
+from rlhf.trainers.steps import compute_loss, logprob_temperature
 
 log = logging.getLogger(__name__)
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    """The shuffled example order of an epoch: the same on every process and after every resume."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
+GENERATIVE_KINDS = ("sequence", "pair", "group", "rollout")  # reward models are judged by held-out pair accuracy instead
 
 
-def _mean(sums: dict[str, float], count: int) -> dict[str, float]:
-    return {k: v / count for k, v in sums.items()}
+def epoch_order(n: int, seed: int, epoch: int, weights: torch.Tensor | None = None) -> list[int]:
+    """The example order of an epoch, the same on every process and after every resume: a permutation, or
+    with `weights` n draws with replacement in proportion to them (priority sampling)."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    if weights is None:
+        return torch.randperm(n, generator=generator).tolist()
+    return torch.multinomial(weights, n, replacement=True, generator=generator).tolist()
+
+
+def tokenised(task: DatasetTask, algo, policy: Policy, tokenization: Tokenization) -> dict[str, Examples]:
+    """The task's train (and eval) rows as examples of the algorithm's batch kind."""
+    splits = {"train": task.train} | ({"eval": task.eval} if task.eval is not None else {})
+    examples = {split: build_examples(rows, task.schema, algo.batch_kind, policy.tokenizer, tokenization,
+                                      f"{task.name} {split}") for split, rows in splits.items()}
+    for split, ex in examples.items():
+        if ex.dropped:
+            log.warning("%d %s examples dropped by data.truncation=%s", ex.dropped, split, tokenization.truncation)
+    return examples
+
+
+class Averages:
+    """Running means of metrics, each over the values where it was defined: a metric that is NaN for a batch
+    (e.g. REFUEL's sign agreement when all of a batch's pairs tie) is left out of its mean, not spread."""
+
+    def __init__(self):
+        self.sums, self.counts = defaultdict(float), defaultdict(float)
+
+    def add(self, metrics: dict, weight: float = 1.0) -> None:
+        for k, v in metrics.items():
+            value = float(v.detach()) if torch.is_tensor(v) else float(v)
+            if value == value:  # not NaN
+                self.sums[k] += value * weight
+                self.counts[k] += weight
+
+    def means(self) -> dict[str, float]:
+        return {k: self.sums[k] / self.counts[k] for k in self.sums}
 
 
 def fit_offline(
@@ -53,6 +89,8 @@ def fit_offline(
     seed: int,
     config: dict,
     evaluate: Callable[[Policy], dict[str, float]] | None = None,
+    examples: dict[str, Examples] | None = None,
+    sample_weights: torch.Tensor | None = None,
     learning_rate: float = 1e-4,
     epochs: int = 1,
     max_steps: int | None = None,
@@ -71,6 +109,8 @@ def fit_offline(
 ) -> dict[str, float]:
     """Train `policy` with `algo` on `task.train`; returns the final metrics (also in final_metrics.json).
 
+    examples: already tokenised splits (default: `tokenised(task, ...)`); sample_weights: (N,) draw
+    probabilities of the train examples (default: each example once per epoch, shuffled).
     batch_size is per process; one optimizer step sees batch_size x processes x gradient_accumulation_steps
     examples. eval_every / checkpoint_every are in optimizer steps (0 = only at the end).
     """
@@ -82,16 +122,13 @@ def fit_offline(
         return json.loads(done.read_text())
     accelerator = Accelerator(gradient_accumulation_steps=gradient_accumulation_steps, mixed_precision=mixed_precision)
     set_seed(seed)
-    splits = {"train": task.train} | ({"eval": task.eval} if task.eval is not None else {})
-    examples: dict[str, Examples] = {
-        split: build_examples(rows, task.schema, algo.batch_kind, policy.tokenizer, tokenization, f"{task.name} {split}")
-        for split, rows in splits.items()
-    }
-    for split, ex in examples.items():
-        if ex.dropped:
-            log.warning("%d %s rows dropped by data.truncation=%s", ex.dropped, split, tokenization.truncation)
-    ref = make_reference(reference, policy, examples, run_dir, batch_size) if algo.needs_reference else None
-    step_fn = STEPS[algo.batch_kind]
+    examples = examples or tokenised(task, algo, policy, tokenization)
+    ref = None
+    if algo.needs_reference:
+        ref = make_reference(reference, policy, examples, algo.batch_kind, logprob_temperature(algo), run_dir,
+                             batch_size)
+    if algo.batch_kind not in GENERATIVE_KINDS:
+        evaluate = None
 
     train = examples["train"]
     per_micro = batch_size * accelerator.num_processes
@@ -129,14 +166,12 @@ def fit_offline(
         metrics: dict[str, float] = {}
         model.eval()
         if "eval" in examples:
-            ex, sums = examples["eval"], defaultdict(float)
-            batches = [list(range(i, min(i + batch_size, len(ex)))) for i in range(0, len(ex), batch_size)]
-            for positions in batches:
-                batch = ex.batch(positions).to(accelerator.device)
-                loss, m = step_fn(algo, model, batch, ref(batch, "eval") if ref else None)
-                for k, v in {"loss": loss, **m}.items():
-                    sums[f"eval/{k}"] += float(v)
-            metrics |= _mean(sums, len(batches))
+            ex, averages = examples["eval"], Averages()
+            for start in range(0, len(ex), batch_size):
+                batch = ex.batch(list(range(start, min(start + batch_size, len(ex))))).to(accelerator.device)
+                loss, m = compute_loss(algo, model, batch, ref, "eval")
+                averages.add({f"eval/{k}": v for k, v in {"loss": loss, **m}.items()})
+            metrics |= averages.means()
         if evaluate is not None:
             metrics |= {f"eval/{k}": v for k, v in evaluate(view).items()}
         model.train()
@@ -147,36 +182,35 @@ def fit_offline(
     if step == 0 and evaluate is not None:
         state["eval_before"] = run_eval(0)
     bar = tqdm(total=total, initial=step, desc="training", disable=not accelerator.is_main_process)
-    micro, sums, window, started, tokens = step * gradient_accumulation_steps, defaultdict(float), 0, time.perf_counter(), 0
+    micro, window, started, tokens = step * gradient_accumulation_steps, Averages(), time.perf_counter(), 0
     averaged: dict[str, float] = {}
     while step < total:
         epoch, position = divmod(micro, len(train) // per_micro)
-        order = epoch_order(len(train), seed, epoch)
+        order = epoch_order(len(train), seed, epoch, sample_weights)
         first = position * per_micro + accelerator.process_index * batch_size
         batch = train.batch(order[first:first + batch_size]).to(accelerator.device)
         with accelerator.accumulate(model):
-            loss, metrics = step_fn(algo, model, batch, ref(batch, "train") if ref else None)
+            loss, metrics = compute_loss(algo, model, batch, ref, "train")
             accelerator.backward(loss)
             if accelerator.sync_gradients:
-                sums["grad_norm"] += float(accelerator.clip_grad_norm_(params, max_grad_norm))
+                window.add({"grad_norm": accelerator.clip_grad_norm_(params, max_grad_norm)})
             optimizer.step()
             optimizer.zero_grad()
-        for k, v in {"loss": loss, **metrics}.items():
-            sums[k] += float(v.detach()) / gradient_accumulation_steps
+        window.add({"loss": loss, **metrics})
         tokens += batch.num_tokens
         micro += 1
         if micro % gradient_accumulation_steps:
             continue
         scheduler.step()
-        step, window = step + 1, window + 1
+        step += 1
         bar.update()
         if step % log_every == 0 or step == total:
             elapsed = time.perf_counter() - started
-            averaged = _mean(sums, window)
+            averaged = window.means()
             log_metrics({**averaged, "lr": scheduler.get_last_lr()[0], "epoch": epoch,
                          "tokens_per_s": tokens * accelerator.num_processes / elapsed}, step)
             bar.set_postfix(loss=f"{averaged['loss']:.4f}")
-            sums, window, started, tokens = defaultdict(float), 0, time.perf_counter(), 0
+            window, started, tokens = Averages(), time.perf_counter(), 0
         if eval_every and step % eval_every == 0 and step < total:
             run_eval(step)
         if checkpoint_every and step % checkpoint_every == 0 and step < total:

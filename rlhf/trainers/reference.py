@@ -1,104 +1,147 @@
-"""The reference policy of preference losses, three ways.
+"""The reference (or old) policy of losses that need one, three ways.
 
-- "precompute": one pass of the initial policy over the data before training; the log-probs are cached in
-  the run directory (so a resumed run reuses them and never recomputes them from trained weights) and no
-  second model is kept in memory.
+- "precompute": one pass of the initial policy over the data before training; its outputs are cached in the
+  run directory under a fingerprint of policy, data, temperature and the hardware/software stack (recomputed
+  when any of them changes, never from trained weights on resume), and no second model stays in memory.
 - "frozen_copy": a deep copy of the initial policy, frozen, run next to the trained one.
 - "disabled_adapter": the trained model itself with its LoRA adapter switched off (LoRA only).
+
+A reference returns, for a batch, the outputs named in `REFERENCE_OUTPUTS` of its kind: per example
+(pairs: one number per log-prob) or per token (sequences: (N, T-1), zero on padding).
 """
 
 import copy
 import hashlib
 import json
 import os
+import platform
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+import transformers
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from rlhf.data.batch import PairBatch
 from rlhf.data.examples import Examples
-from rlhf.models.logprobs import sequence_logps
 from rlhf.models.policy import Policy
+from rlhf.trainers.steps import OUTPUTS, PER_TOKEN_KINDS, REFERENCE_OUTPUTS, Batch
 
 MODES = ("precompute", "frozen_copy", "disabled_adapter")
 
 
-class PrecomputedReference:
-    """Reference log-probs looked up by dataset row: table (N, 2) of (chosen, rejected) sums."""
-
-    def __init__(self, tables: dict[str, Tensor]):
-        self.tables = tables
-
-    def __call__(self, batch: PairBatch, split: str) -> tuple[Tensor, Tensor]:
-        rows = self.tables[split][batch.index.cpu()]  # (B, 2)
-        return rows[:, 0], rows[:, 1]
-
-
 class ModelReference:
-    """Reference log-probs from a model, computed per batch without gradients."""
+    """Reference outputs from a model, computed per batch without gradients."""
 
-    def __init__(self, model, disable_adapter: bool):
-        self.model = model
-        self.disable_adapter = disable_adapter
+    def __init__(self, model, kind: str, temperature: float, disable_adapter: bool):
+        self.model, self.kind, self.temperature, self.disable_adapter = model, kind, temperature, disable_adapter
 
     @torch.no_grad()
-    def __call__(self, batch: PairBatch, split: str) -> tuple[Tensor, Tensor]:
+    def __call__(self, batch: Batch, split: str) -> dict[str, Tensor]:
         with self.model.disable_adapter() if self.disable_adapter else nullcontext():
-            logps, _ = sequence_logps(self.model, batch.concatenated())
-        B = batch.index.shape[0]
-        return logps[:B], logps[B:]
+            outputs = OUTPUTS[self.kind](self.model, batch, self.temperature)
+        if self.kind in PER_TOKEN_KINDS:  # per token: zero on padding, as the cached tables are
+            outputs = {k: v * batch.attention_mask[:, 1:] for k, v in outputs.items()}
+        return {name: outputs[name] for name in REFERENCE_OUTPUTS[self.kind]}
 
 
-def _fingerprint(policy: Policy, examples: dict[str, Examples]) -> str:
-    h = hashlib.sha256(policy.path.encode())
+class PrecomputedReference:
+    """Cached reference outputs, looked up by the batch's example index.
+
+    tables[split][name] is (values, offsets): the outputs of index i are values[offsets[i]:offsets[i+1]], one
+    number for a per-example output, the response positions' log-probs for a per-token one.
+    """
+
+    def __init__(self, tables: dict[str, dict[str, tuple[Tensor, Tensor]]], per_token: bool):
+        self.tables, self.per_token = tables, per_token
+
+    def __call__(self, batch: Batch, split: str) -> dict[str, Tensor]:
+        index = batch.index.cpu()
+        out = {}
+        for name, (values, offsets) in self.tables[split].items():
+            if not self.per_token:
+                out[name] = values[offsets[index]].to(batch.index.device)  # (B,)
+                continue
+            table = torch.zeros(len(index), batch.input_ids.shape[1] - 1)  # (N, T-1)
+            for row, i in enumerate(index.tolist()):
+                part = values[offsets[i]:offsets[i + 1]]
+                table[row, : len(part)] = part
+            out[name] = table.to(batch.index.device)
+        return out
+
+
+def stack_fingerprint() -> dict:
+    """What the cached outputs depend on besides weights and data: numerics differ across these."""
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "machine": platform.machine(),
+            "cuda": torch.version.cuda, "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
+
+
+def _fingerprint(policy: Policy, examples: dict[str, Examples], kind: str, temperature: float) -> str:
+    h = hashlib.sha256(json.dumps([policy.path, kind, temperature, stack_fingerprint()]).encode())
     for split, ex in sorted(examples.items()):
         h.update(split.encode())
         for item in ex.items:
-            for seq in item:
+            for seq in (item if isinstance(item, (tuple, list)) else [item]):
                 h.update(json.dumps([seq.input_ids, seq.turn_ids]).encode())
     return h.hexdigest()
 
 
-def precompute(policy: Policy, examples: dict[str, Examples], cache: Path, batch_size: int) -> PrecomputedReference:
-    """Reference tables for every split, loaded from `cache` when it was written for the same policy and data."""
-    fingerprint = _fingerprint(policy, examples)
-    if cache.exists():
-        tables = load_file(cache)
-        if json.loads(cache.with_suffix(".json").read_text())["fingerprint"] == fingerprint:
-            return PrecomputedReference(tables)
-    reference = ModelReference(policy.model, disable_adapter=policy.has_adapter)
+def _compute(reference: ModelReference, ex: Examples, batch_size: int, device, per_token: bool, split: str):
+    parts: dict[str, dict[int, Tensor]] = {name: {} for name in REFERENCE_OUTPUTS[reference.kind]}
+    for start in tqdm(range(0, len(ex), batch_size), desc=f"reference outputs ({split})", leave=False):
+        batch = ex.batch(list(range(start, min(start + batch_size, len(ex))))).to(device)
+        lengths = batch.attention_mask.sum(-1) - 1 if per_token else None  # (N,) real positions of each row
+        for name, value in reference(batch, split).items():
+            for row, i in enumerate(batch.index.tolist()):
+                parts[name][i] = value[row, : lengths[row]].float().cpu() if per_token else value[row].float().cpu().view(1)
+    tables = {}
+    for name, by_index in parts.items():
+        ordered = [by_index[i] for i in range(len(by_index))]
+        offsets = torch.tensor([0] + [len(p) for p in ordered]).cumsum(0)
+        tables[name] = (torch.cat(ordered), offsets)
+    return tables
+
+
+def precompute(policy: Policy, examples: dict[str, Examples], kind: str, temperature: float, cache: Path,
+               batch_size: int) -> PrecomputedReference:
+    """Reference tables for every split, loaded from `cache` when it was written for the same inputs."""
+    per_token = kind in PER_TOKEN_KINDS
+    fingerprint = _fingerprint(policy, examples, kind, temperature)
+    meta = cache.with_suffix(".json")
+    if cache.exists() and meta.exists() and json.loads(meta.read_text())["fingerprint"] == fingerprint:
+        flat = load_file(cache)
+        tables: dict = {}
+        for key, value in flat.items():
+            split, name, part = key.split("/")
+            tables.setdefault(split, {}).setdefault(name, {})[part] = value
+        return PrecomputedReference({s: {n: (p["values"], p["offsets"]) for n, p in t.items()} for s, t in tables.items()},
+                                    per_token)
+    reference = ModelReference(policy.model, kind, temperature, disable_adapter=policy.has_adapter)
     was_training = policy.model.training
     policy.model.eval()
     device = next(policy.model.parameters()).device
-    tables = {}
-    for split, ex in examples.items():
-        table = torch.zeros(max(ex.rows) + 1, 2)
-        for start in tqdm(range(0, len(ex), batch_size), desc=f"reference log-probs ({split})", leave=False):
-            batch = ex.batch(list(range(start, min(start + batch_size, len(ex))))).to(device)
-            chosen, rejected = reference(batch, split)
-            table[batch.index.cpu()] = torch.stack([chosen, rejected], dim=1).float().cpu()
-        tables[split] = table
+    tables = {split: _compute(reference, ex, batch_size, device, per_token, split) for split, ex in examples.items()}
     policy.model.train(was_training)
+    flat = {f"{s}/{n}/{part}": t for s, named in tables.items() for n, (v, o) in named.items()
+            for part, t in (("values", v), ("offsets", o))}
     tmp = cache.with_suffix(".tmp")
-    save_file(tables, tmp)
-    cache.with_suffix(".json").write_text(json.dumps({"fingerprint": fingerprint}))
+    save_file(flat, tmp)
     os.replace(tmp, cache)
-    return PrecomputedReference(tables)
+    meta.write_text(json.dumps({"fingerprint": fingerprint, "stack": stack_fingerprint()}))
+    return PrecomputedReference(tables, per_token)
 
 
-def make_reference(mode: str, policy: Policy, examples: dict[str, Examples], run_dir: Path, batch_size: int):
+def make_reference(mode: str, policy: Policy, examples: dict[str, Examples], kind: str, temperature: float,
+                   run_dir: Path, batch_size: int):
     """The reference for `mode` (see module docstring); call before any checkpoint is loaded."""
     if mode not in MODES:
         raise ValueError(f"trainer.reference={mode!r} is not one of {MODES}")
     if mode == "precompute":
-        return precompute(policy, examples, run_dir / "reference_logps.safetensors", batch_size)
+        return precompute(policy, examples, kind, temperature, run_dir / "reference_outputs.safetensors", batch_size)
     if mode == "disabled_adapter":
         if not policy.has_adapter:
             raise ValueError("trainer.reference=disabled_adapter needs a LoRA policy (set policy.lora)")
-        return ModelReference(policy.model, disable_adapter=True)
+        return ModelReference(policy.model, kind, temperature, disable_adapter=True)
     frozen = copy.deepcopy(policy.model).eval().requires_grad_(False)
-    return ModelReference(frozen, disable_adapter=False)
+    return ModelReference(frozen, kind, temperature, disable_adapter=False)

@@ -15,7 +15,13 @@ from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from rlhf.algos.alol import ALoL
 from rlhf.algos.dpo import DPO
+from rlhf.algos.grpo import GRPO
+from rlhf.algos.ppo import PPO
+from rlhf.algos.pro import PRO
+from rlhf.algos.refuel import REFUEL
+from rlhf.algos.reward_model import BradleyTerry
 from rlhf.algos.sft import SFT
 from rlhf.backends.hf import HFBackend
 from rlhf.config import CONF_DIR
@@ -24,14 +30,18 @@ from rlhf.logging import NoLogger, WandbLogger
 from rlhf.models.policy import Policy, load_policy
 from rlhf.rewards.gold import BagOfWords, Length
 from rlhf.tasks.dataset import DatasetTask
+from rlhf.trainers.alol import fit_alol
+from rlhf.trainers.offline import fit_offline
+from rlhf.trainers.ppo import fit_ppo
 from rlhf.users.none import NoUser
 
 CONF = Path(CONF_DIR)
-COMPONENT_GROUPS = ("task", "policy", "user", "reward", "algo", "backend", "logger")
+COMPONENT_GROUPS = ("task", "policy", "user", "reward", "algo", "backend", "logger", "trainer")
+PARTIAL_GROUPS = ("backend", "trainer")  # `_partial_`: completed with runtime objects by the entrypoint
 GROUPS = (*COMPONENT_GROUPS, "launcher", "experiment")
 # Every option file under conf/<group>/ (recursively). Adding or removing one must update this number and,
 # for a component group, EXPECTED_TYPE below, so that every option is known to be covered by these tests.
-NUM_OPTIONS = 20
+NUM_OPTIONS = 47
 
 # What instantiating each component option builds (backend: after calling the partial with model/tokenizer).
 EXPECTED_TYPE = {
@@ -39,8 +49,13 @@ EXPECTED_TYPE = {
     "task/prompts": DatasetTask,
     "task/synthetic_dialogues": DatasetTask,
     "task/synthetic_prefs": DatasetTask,
+    "task/synthetic_groups": DatasetTask,
+    "task/synthetic_mixed": DatasetTask,
+    "task/synthetic_pluralistic": DatasetTask,
     "policy/hf": Policy,
     "policy/tiny": Policy,
+    "policy/hf_rm": Policy,
+    "policy/tiny_rm": Policy,
     "user/none": NoUser,
     "reward/bag_of_words": BagOfWords,
     "reward/length": Length,
@@ -48,6 +63,20 @@ EXPECTED_TYPE = {
     "algo/ipo": DPO,
     "algo/rpo": DPO,
     "algo/sft": SFT,
+    "algo/opo": DPO,
+    "algo/pro": PRO,
+    "algo/refuel": REFUEL,
+    "algo/rm": BradleyTerry,
+    "algo/maxmin_rm": BradleyTerry,
+    "algo/sharedrep_rm": BradleyTerry,
+    "algo/grpo": GRPO,
+    "algo/dr_grpo": GRPO,
+    "algo/ppo": PPO,
+    **{f"algo/{variant}": ALoL for variant in ("nll", "wbc", "r_gold", "r_lol", "a_lol", "a_lol_ref_free",
+                                                "a_lol_seq", "a_lol_kl")},
+    "trainer/offline": fit_offline,
+    "trainer/alol": fit_alol,
+    "trainer/ppo": fit_ppo,
     "backend/hf": HFBackend,
     "logger/none": NoLogger,
     "logger/wandb": WandbLogger,
@@ -116,7 +145,9 @@ def required_overrides(group: str, option: str, data_files, tiny_path, tiny_cach
         ("task", "preference"): [f"task.train_path={data_files['prefs']}"],
         ("task", "prompts"): [f"task.eval_path={data_files['prompts']}"],
         ("policy", "hf"): [f"policy.path={tiny_path}"],
+        ("policy", "hf_rm"): [f"policy.path={tiny_path}"],
         ("policy", "tiny"): [f"policy.cache_dir={tiny_cache}"],  # the session's tiny model: no rebuild
+        ("policy", "tiny_rm"): [f"policy.cache_dir={tiny_cache}"],
     }
     return [f"{group}={option}", f"run_dir={run_dir}", *extra.get((group, option), [])]
 
@@ -148,10 +179,14 @@ def test_component_option_composes_resolves_and_instantiates(
     target = get_object(resolved[group]["_target_"])  # the target is importable
 
     built = instantiate(cfg[group])
-    if group == "backend":  # `_partial_`: the model and tokenizer are supplied by the entrypoint
+    if group in PARTIAL_GROUPS:
         assert isinstance(built, functools.partial) and built.func is target
+    if group == "backend":  # the model and tokenizer are supplied by the entrypoint
         built = built(model=tiny_policy.model, tokenizer=tiny_policy.tokenizer)
-    assert isinstance(built, EXPECTED_TYPE[group_option])
+    if group == "trainer":  # a training loop: the partial's function is the expected one
+        assert built.func is EXPECTED_TYPE[group_option]
+    else:
+        assert isinstance(built, EXPECTED_TYPE[group_option])
     if isinstance(target, type):
         assert isinstance(built, target)
 

@@ -8,7 +8,7 @@ from transformers import AutoTokenizer
 
 from rlhf.data.examples import build_examples
 from rlhf.data.tokenize import Tokenization
-from rlhf.models.logprobs import sequence_logps
+from rlhf.models.logprobs import sequence_logps, token_logprobs
 from rlhf.models.policy import load_policy
 from rlhf.trainers.reference import make_reference
 
@@ -45,33 +45,54 @@ def test_reference_is_the_initial_policy(tiny_path, tmp_path, mode):
     batch = ex["train"].batch([0, 1, 2])
     with torch.no_grad():
         initial, _ = sequence_logps(policy.model, batch.concatenated())  # (2B,)
-    reference = make_reference(mode, policy, ex, tmp_path, batch_size=2)
+    reference = make_reference(mode, policy, ex, "pair", 1.0, tmp_path, batch_size=2)
     perturb(policy.model)
     with torch.no_grad():
         moved, _ = sequence_logps(policy.model, batch.concatenated())
     assert not torch.allclose(moved, initial)
-    chosen, rejected = reference(batch, "train")
-    torch.testing.assert_close(torch.cat([chosen, rejected]), initial, rtol=1e-5, atol=1e-5)
+    out = reference(batch, "train")
+    torch.testing.assert_close(torch.cat([out["chosen_logps"], out["rejected_logps"]]), initial, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["frozen_copy", "precompute"])
+def test_per_token_reference_of_sequences(tiny_path, tmp_path, mode):
+    """Sequence batches get (N, T-1) reference log-probs equal to the initial policy's on real positions, in
+    whatever batch (and padding width) an example later lands."""
+    policy = load_policy(tiny_path)
+    ex = {"train": build_examples(ROWS, "preference", "sequence", policy.tokenizer, Tokenization(64), "rows",
+                                  responses=("chosen", "rejected"))}
+    assert len(ex["train"]) == 6 and ex["train"].rows == [0, 0, 1, 1, 2, 2]
+    reference = make_reference(mode, policy, ex, "sequence", 0.8, tmp_path, batch_size=4)
+    perturb(policy.model)
+    for positions in ([0, 1, 2, 3, 4, 5], [5, 2]):
+        batch = ex["train"].batch(positions)
+        with torch.no_grad():
+            initial = token_logprobs(load_policy(tiny_path).model, batch, temperature=0.8)  # (N, T-1)
+        got = reference(batch, "train")["logprobs"]
+        real = batch.attention_mask[:, 1:].bool()
+        torch.testing.assert_close(got[real], initial[real], rtol=1e-5, atol=1e-5)
+        assert torch.all(got[~real] == 0)
 
 
 def test_precomputed_reference_is_reused_not_recomputed(tiny_path, tmp_path):
     policy = load_policy(tiny_path)
     ex = examples(policy.tokenizer)
-    first = make_reference("precompute", policy, ex, tmp_path, batch_size=2).tables["train"].clone()
+    def table(examples):
+        return make_reference("precompute", policy, examples, "pair", 1.0, tmp_path, 2).tables["train"]["chosen_logps"][0]
+
+    first = table(ex).clone()
     perturb(policy.model)  # as after training: a resumed run must not recompute from these weights
-    again = make_reference("precompute", policy, ex, tmp_path, batch_size=2).tables["train"]
-    assert torch.equal(first, again)
+    assert torch.equal(first, table(ex))
     other = {"train": build_examples(ROWS[:2], "preference", "pair", policy.tokenizer, Tokenization(64), "rows")}
-    changed = make_reference("precompute", policy, other, tmp_path, batch_size=2).tables["train"]
-    assert not torch.allclose(changed, first[:2])  # different data: recomputed with the current weights
+    assert not torch.allclose(table(other), first[:2])  # different data: recomputed with the current weights
 
 
 def test_reference_mode_errors(tiny_path, tmp_path):
     policy = load_policy(tiny_path)
     with pytest.raises(ValueError, match="trainer.reference"):
-        make_reference("bogus", policy, examples(policy.tokenizer), tmp_path, 2)
+        make_reference("bogus", policy, examples(policy.tokenizer), "pair", 1.0, tmp_path, 2)
     with pytest.raises(ValueError, match="needs a LoRA policy"):
-        make_reference("disabled_adapter", policy, examples(policy.tokenizer), tmp_path, 2)
+        make_reference("disabled_adapter", policy, examples(policy.tokenizer), "pair", 1.0, tmp_path, 2)
 
 
 def test_save_merges_lora_and_reloads_same_function(tiny_path, tmp_path):

@@ -4,6 +4,7 @@ What is measured (one epoch, same model, data, batch size, max length, learning 
 - ours-dpo:         `fit_offline` with `DPO()` and `reference="precompute"` (one reference pass, no 2nd model)
 - ours-dpo-frozen:  the same with `reference="frozen_copy"` (a frozen copy of the policy runs each step)
 - ours-sft:         `fit_offline` with `SFT()` on prompt + chosen of the same pairs (batch kind "sequence")
+- ours-sft-2b:      the same with twice the batch size: as many sequences per step as a DPO batch of pairs
 - trl-dpo-precompute: `DPOTrainer` with `precompute_ref_log_probs=True`
 - trl-dpo:          `DPOTrainer` with its default reference model in memory
 
@@ -18,7 +19,13 @@ and the medians are printed. Per run:
 - peak_rss_mib: the process's ru_maxrss; footprint_mib: that minus the RSS right before the model is created
 The final checkpoint and model export of `fit_offline` are replaced by no-ops (trl runs with saving off).
 Batches are the same on both sides: trl gets the rows in our epoch order and a sequential sampler, and
-the token and padded-position counts of both are printed so equal work can be checked.
+the token and padded-position counts of both are printed so equal work can be checked. Truncation is the
+same: ours `Tokenization(max_length, "left")`, trl `max_length` with `truncation_mode="keep_end"` and no
+separate prompt / completion cut. trl keeps its default optimizer (fused AdamW; ours is torch's AdamW).
+Runs use `--threads` torch threads (default 1: on a shared machine, OpenMP threads that lose their core
+make multi-threaded timings several times slower and erratic).
+Checks: our DPO footprint within 1.2x our SFT's (at batch B, and at 2B sequences = a DPO batch's count),
+the same steps / tokens / padding in ours-dpo and trl-dpo-precompute, and our tokens/s >= trl's.
 
     python bench/dpo_throughput.py [--pairs 256 --batch-size 8 --max-length 128 --hidden 384 --layers 6 --repeats 2]
 """
@@ -36,7 +43,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "synthetic" / "preferences_train.jsonl"
-CONFIGS = ("ours-dpo", "trl-dpo-precompute", "ours-sft", "ours-dpo-frozen", "trl-dpo")
+CONFIGS = ("ours-dpo", "trl-dpo-precompute", "ours-sft", "ours-sft-2b", "ours-dpo-frozen", "trl-dpo")
 TOKENS = ("non-pad tokens of the chosen and rejected sequences (prompt + reply, chat template included; "
           "prompt + chosen for SFT) processed in one epoch, divided by seconds")
 
@@ -94,7 +101,9 @@ def run_ours(args, config: str) -> dict:
     policy_module.Policy.save = lambda self, directory: None
 
     task = DatasetTask("synthetic_prefs", "preference", train_path=str(DATA), train_limit=args.pairs)
-    algo = SFT() if config == "ours-sft" else DPO(beta=0.1)
+    sft = config.startswith("ours-sft")
+    algo = SFT() if sft else DPO(beta=0.1)
+    batch_size = args.batch_size * (2 if config == "ours-sft-2b" else 1)
     tokenization = Tokenization(max_length=args.max_length, truncation="left")
     baseline = rss_mib()
     policy = policy_module.load_policy(args.model_path, dtype="float32")
@@ -103,14 +112,14 @@ def run_ours(args, config: str) -> dict:
     setup = time.perf_counter() - start
     train = examples["train"]
     order = offline.epoch_order(len(train), args.seed, 0)
-    if config == "ours-sft":
+    if sft:
         lengths = [[len(train.items[i].input_ids)] for i in order]
     else:  # a pair is padded to its batch's longest chosen or rejected sequence, both halves alike
         lengths = [[len(train.items[i][0].input_ids), len(train.items[i][1].input_ids)] for i in order]
     with tempfile.TemporaryDirectory() as run_dir:
         offline.fit_offline(policy=policy, algo=algo, task=task, tokenization=tokenization, logger=NoLogger(),
                             run_dir=run_dir, seed=args.seed, config={}, examples=examples,
-                            learning_rate=args.lr, epochs=1, batch_size=args.batch_size, lr_scheduler="linear",
+                            learning_rate=args.lr, epochs=1, batch_size=batch_size, lr_scheduler="linear",
                             warmup_steps=0, max_grad_norm=1.0, log_every=10**9,
                             reference="frozen_copy" if config == "ours-dpo-frozen" else "precompute")
         logged = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
@@ -118,7 +127,7 @@ def run_ours(args, config: str) -> dict:
     ref_s = marks["ref_end"] - marks["ref_start"] if config == "ours-dpo" else 0.0
     return dict(setup_s=setup, ref_s=ref_s, loop_s=marks["loop_end"] - marks["loop_start"],
                 steps=logged[-1]["step"], examples=len(train), tokens=sum(sum(r) for r in lengths),
-                padded_positions=padded_positions(lengths, args.batch_size),
+                padded_positions=padded_positions(lengths, batch_size),
                 own_tokens_per_s=logged[-1].get("tokens_per_s"), baseline_rss_mib=baseline)
 
 
@@ -191,6 +200,7 @@ def run_trl(args, config: str) -> dict:
 def worker(args) -> None:
     import torch
 
+    torch.set_num_threads(args.threads)
     result = (run_trl if args.worker.startswith("trl") else run_ours)(args, args.worker)
     result |= dict(peak_rss_mib=peak_rss_mib(), torch_threads=torch.get_num_threads())
     result["footprint_mib"] = result["peak_rss_mib"] - result.pop("baseline_rss_mib")
@@ -210,6 +220,7 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (see the docstring)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--trl-optim", default="adamw_torch_fused", help="trl's default on torch>=2.8")
     parser.add_argument("--configs", default=",".join(CONFIGS))
@@ -225,7 +236,7 @@ def main() -> None:
     model_path = tiny_model_path(args.cache_dir, hidden_size=args.hidden, num_layers=args.layers,
                                  num_heads=args.heads)
     configs = args.configs.split(",")
-    env = os.environ | {"TQDM_DISABLE": "1", "TOKENIZERS_PARALLELISM": "false", "HF_DATASETS_OFFLINE": "1",
+    env = os.environ | {"OMP_NUM_THREADS": str(args.threads), "TQDM_DISABLE": "1", "TOKENIZERS_PARALLELISM": "false", "HF_DATASETS_OFFLINE": "1",
                         "TRANSFORMERS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
     runs: dict[str, list[dict]] = {c: [] for c in configs}
     for repeat in range(args.repeats):  # interleaved, so slow phases of a shared machine hit every config
@@ -247,12 +258,15 @@ def main() -> None:
             "footprint_mib")
     results = {c: {k: round(median(c, k), 3) for k in keys}
                | {k: runs[c][0][k] for k in ("steps", "examples", "tokens", "padded_positions")}
+               | ({"own_loop_tokens_per_s": round(median(c, "own_tokens_per_s"), 3)} if c.startswith("ours") else {})
                | {"runs": [{k: round(r[k], 3) for k in ("total_s", "loop_s", "footprint_mib")} for r in runs[c]]}
                for c in configs}
     checks = {}
-    if {"ours-dpo", "ours-sft"} <= set(configs):
-        ratio = results["ours-dpo"]["footprint_mib"] / results["ours-sft"]["footprint_mib"]
-        checks |= {"dpo_over_sft_footprint": round(ratio, 3), "dpo_footprint_within_1.2x_sft": ratio <= 1.2}
+    for sft in ("ours-sft", "ours-sft-2b"):
+        if {"ours-dpo", sft} <= set(configs):
+            ratio = results["ours-dpo"]["footprint_mib"] / results[sft]["footprint_mib"]
+            name = "dpo_footprint_over_" + sft.removeprefix("ours-").replace("-", "_")
+            checks |= {name: round(ratio, 3), f"{name}_within_1.2": ratio <= 1.2}
     if {"ours-dpo", "trl-dpo-precompute"} <= set(configs):
         ours, theirs = results["ours-dpo"], results["trl-dpo-precompute"]
         checks |= {"same_steps_tokens_padding": all(ours[k] == theirs[k] for k in ("steps", "tokens", "padded_positions")),

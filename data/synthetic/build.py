@@ -7,7 +7,7 @@ dialogues_{train,eval}.jsonl: multi-turn conversations (2-3 assistant turns) in 
 Pairs carry `score_chosen` / `score_rejected`: the gold reward (number of distinct bag-of-words words).
 groups_{train,eval}.jsonl: a prompt, 4 responses with a random share of bag-of-words words, their gold
 scores (the `rlhf-generate` schema), for group-relative methods (GRPO).
-sft_mixed_train.jsonl: the preference prompts answered by their chosen or their rejected reply (one
+sft_mixed_{train,eval}.jsonl: the preference prompts answered by their chosen or their rejected reply (one
 at random): SFT on it gives a starting policy of middling reward for preference methods to improve on.
 pluralistic_{train,eval}.jsonl: pairs labelled by one of two groups (SharedRep's construction): group 0,
 the minority (probability 0.1), scores a reply by its bag-of-words words; group 1, the majority, by
@@ -141,7 +141,8 @@ if __name__ == "__main__":
     write(here / "pluralistic_train.jsonl", pluralistic(rng, 2000))
     write(here / "pluralistic_eval.jsonl", pluralistic(rng, 400))
     mixed = random.Random(99)
-    write(here / "sft_mixed_train.jsonl", [
-        {"messages": row["prompt"] + [{"role": "assistant", "content": row[mixed.choice(["chosen", "rejected"])]}]}
-        for row in map(json.loads, (here / "preferences_train.jsonl").read_text().splitlines())
-    ])
+    for split in ("train", "eval"):
+        write(here / f"sft_mixed_{split}.jsonl", [
+            {"messages": row["prompt"] + [{"role": "assistant", "content": row[mixed.choice(["chosen", "rejected"])]}]}
+            for row in map(json.loads, (here / f"preferences_{split}.jsonl").read_text().splitlines())
+        ])

@@ -42,10 +42,11 @@ class RewardEvaluator:
     def __init__(self, backend: BackendFactory, reward: Reward, prompts: list[list[dict]], num_samples: int = 1):
         self.backend, self.reward, self.prompts, self.num_samples = backend, reward, prompts, num_samples
 
-    def rollouts(self, policy: Policy) -> list[dict]:
-        """The scored samples themselves: one row per prompt (see `generate_and_score`)."""
+    def rollouts(self, policy: Policy, prompts: list[list[dict]] | None = None) -> list[dict]:
+        """Scored samples, one row per prompt (see `generate_and_score`), on `prompts` (default: the
+        evaluation prompts)."""
         backend = self.backend(model=policy.model, tokenizer=policy.tokenizer)
-        return generate_and_score(backend, self.reward, self.prompts, self.num_samples)
+        return generate_and_score(backend, self.reward, self.prompts if prompts is None else prompts, self.num_samples)
 
     def __call__(self, policy: Policy) -> dict[str, float]:
         return summarize([s for row in self.rollouts(policy) for s in row["scores"]])

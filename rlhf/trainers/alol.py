@@ -1,7 +1,9 @@
 """A-LoL's loop (Baheti et al. 2024): advantages against a reference value estimate, then offline training
 on the examples with positive advantage, drawn by priority.
 
-1. The reference policy (the initial one) answers the held-out prompts; the configured reward scores them.
+1. The reference policy (the initial one) answers held-out prompts that the reward evaluation does not
+   use (the eval split after its first `task.num_eval_prompts`, at most `num_value_prompts`); the
+   configured reward scores them.
 2. A value head (`rlhf.algos.value_head`) over the reference's last-layer hidden states of a prompt is fit
    to those scores by MSE; V(x) of every train and eval prompt follows, and A = R - V(x) with R the row's
    score (`score_chosen`, and `score_rejected` for the rejected replies under `all_priority`).
@@ -59,11 +61,11 @@ def prompt_hidden_states(policy: Policy, prompts: list[list[dict]], batch_size: 
     return torch.cat(chunks), mask
 
 
-def estimate_advantages(policy: Policy, evaluate: RewardEvaluator, examples: dict[str, Examples],
-                        prompts: dict[str, list[list[dict]]], max_value: float, epochs: int, lr: float,
-                        seed: int) -> dict[str, Tensor]:
+def estimate_advantages(policy: Policy, evaluate: RewardEvaluator, value_prompts: list[list[dict]],
+                        examples: dict[str, Examples], prompts: dict[str, list[list[dict]]], max_value: float,
+                        epochs: int, lr: float, seed: int) -> dict[str, Tensor]:
     """A = R - V(x) for the examples of every split (steps 1-2 of the module docstring)."""
-    rollouts = evaluate.rollouts(policy)
+    rollouts = evaluate.rollouts(policy, value_prompts)
     targets = torch.tensor([sum(r["scores"]) / len(r["scores"]) for r in rollouts])  # (M,)
     hidden, mask = prompt_hidden_states(policy, [r["prompt"] for r in rollouts])
     torch.manual_seed(seed)
@@ -92,6 +94,7 @@ def fit_alol(
     value_epochs: int = 10,
     value_learning_rate: float = 1e-3,
     max_value: float = 1.0,
+    num_value_prompts: int = 256,
     max_steps: int = 100,
     **offline,
 ) -> dict[str, float]:
@@ -112,8 +115,13 @@ def fit_alol(
             advantages = load_file(cache)
         else:
             prompts = {split: [as_messages(r["prompt"], "user") for r in rows] for split, rows in splits.items()}
-            advantages = estimate_advantages(policy, evaluate, examples, prompts, max_value, value_epochs,
-                                             value_learning_rate, seed)
+            value_prompts = task.prompts("eval")[task.num_eval_prompts:][:num_value_prompts]
+            if len(value_prompts) < 8:
+                raise ValueError(f"A-LoL fits its value head on held-out prompts beyond the {task.num_eval_prompts} "
+                                 f"evaluation prompts; task {task.name!r} leaves {len(value_prompts)}: lower "
+                                 "task.num_eval_prompts or add eval rows")
+            advantages = estimate_advantages(policy, evaluate, value_prompts, examples, prompts, max_value,
+                                             value_epochs, value_learning_rate, seed)
             Path(run_dir).mkdir(parents=True, exist_ok=True)
             save_file(advantages, cache.with_suffix(".tmp"))
             os.replace(cache.with_suffix(".tmp"), cache)

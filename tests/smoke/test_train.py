@@ -91,7 +91,7 @@ RESUME_RUNS = {  # one per batch kind / loop; only dpo generates at every eval (
     "a_lol": ["algo=a_lol", "trainer.max_steps=40"],
     "grpo": ["algo=grpo", "task=synthetic_groups", "trainer.max_steps=40"],
     "ppo": ["algo=ppo", "task=synthetic_groups", "trainer.max_steps=40"],
-    "rm": ["algo=rm", "trainer.max_steps=300", "task.train_limit=null"],
+    "rm": ["algo=rm", "trainer.max_steps=120", "task.train_limit=null"],
 }
 
 

@@ -139,3 +139,21 @@ def test_gradient_checkpointing_trains_the_same(tiny_path):
         logps.sum().backward()
         grads.append(policy.model.model.layers[0].self_attn.q_proj.weight.grad.clone())
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
+
+
+def test_precomputed_reference_is_recomputed_when_the_stack_changes(tiny_path, tmp_path, monkeypatch):
+    """Cached old-policy log-probs are keyed by the hardware/software stack (numerics differ across torch
+    versions and devices, REFUEL's task.cluster): on another stack they are recomputed."""
+    from rlhf.trainers import reference as module
+
+    policy = load_policy(tiny_path)
+    ex = examples(policy.tokenizer)
+
+    def table():
+        return make_reference("precompute", policy, ex, "pair", 1.0, tmp_path, 2).tables["train"]["chosen_logps"][0]
+
+    first = table().clone()
+    perturb(policy.model)
+    assert torch.equal(table(), first)  # same stack: reused
+    monkeypatch.setattr(module, "stack_fingerprint", lambda: {"torch": "another", "device": "gpu"})
+    assert not torch.allclose(table(), first)  # another stack: recomputed (here from the moved weights)

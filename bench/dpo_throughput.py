@@ -13,7 +13,7 @@ and the medians are printed. Per run:
 - ref_s:   the reference pass (ours: `make_reference`; trl: `train()` start to `on_train_begin`, which holds
            its precompute in `get_train_dataloader`); 0 when the reference runs inside the loop
 - loop_s:  the training loop only (ours: the loop's progress bar from creation to close; trl: on_train_begin
-           to on_train_end); total_s = ref_s + loop_s; setup_s: tokenisation (ours) / trainer construction (trl)
+           to on_train_end); total_s = ref_s + loop_s; setup_s: tokenisation (ours) / DPOTrainer() (trl)
 - tokens/s: non-pad tokens of the chosen and rejected sequences (prompt included; chosen only for SFT) of
            the epoch, divided by loop_s (`loop_tokens_per_s`) or total_s (`tokens_per_s`)
 - peak_rss_mib: the process's ru_maxrss; footprint_mib: that minus the RSS right before the model is created
@@ -27,7 +27,8 @@ make multi-threaded timings several times slower and erratic).
 Checks: our DPO footprint within 1.2x our SFT's (at batch B, and at 2B sequences = a DPO batch's count),
 the same steps / tokens / padding in ours-dpo and trl-dpo-precompute, and our tokens/s >= trl's.
 
-    python bench/dpo_throughput.py [--pairs 256 --batch-size 8 --max-length 128 --hidden 384 --layers 6 --repeats 2]
+    python bench/dpo_throughput.py [--pairs 256 --batch-size 8 --max-length 128 --hidden 384 --layers 6 \
+                                    --repeats 2]
 """
 
 import argparse
@@ -158,16 +159,20 @@ def run_trl(args, config: str) -> dict:
     task = DatasetTask("synthetic_prefs", "preference", train_path=str(DATA), train_limit=args.pairs)
     order = offline.epoch_order(len(task.train), args.seed, 0)
     rows = task.train.select(order)
-    rows = datasets.Dataset.from_list([{"prompt": r["prompt"], "chosen": [{"role": "assistant", "content": r["chosen"]}],
-                                        "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in rows])
-    assert Tokenization(args.max_length).truncation == "left"  # ours keeps the end: trl's keep_end, no other cut
-    config_args = dict(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=args.batch_size,
+    rows = datasets.Dataset.from_list([
+        {"prompt": r["prompt"], "chosen": [{"role": "assistant", "content": r["chosen"]}],
+         "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in rows])
+    assert Tokenization(args.max_length).truncation == "left"  # ours keeps the end, as trl's keep_end
+    scratch = tempfile.TemporaryDirectory()  # trl wants an output_dir even when it saves nothing
+    config_args = dict(output_dir=scratch.name, per_device_train_batch_size=args.batch_size,
                        num_train_epochs=1, learning_rate=args.lr, lr_scheduler_type="linear", warmup_steps=0,
-                       max_grad_norm=1.0, weight_decay=0.0, optim=args.trl_optim, beta=0.1, loss_type="sigmoid",
+                       max_grad_norm=1.0, weight_decay=0.0, optim=args.trl_optim, beta=0.1,
+                       loss_type="sigmoid",
                        max_length=args.max_length, truncation_mode="keep_end", max_prompt_length=None,
                        max_completion_length=None, precompute_ref_log_probs=config == "trl-dpo-precompute",
                        use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,
-                       dataloader_num_workers=0, dataloader_drop_last=True, train_sampling_strategy="sequential",
+                       dataloader_num_workers=0, dataloader_drop_last=True,
+                       train_sampling_strategy="sequential",
                        eval_strategy="no", save_strategy="no", logging_strategy="no", report_to="none",
                        disable_tqdm=True, seed=args.seed)
     marks: dict[str, float] = {}
@@ -183,8 +188,8 @@ def run_trl(args, config: str) -> dict:
     baseline = rss_mib()
     model = AutoModelForCausalLM.from_pretrained(args.model_path, dtype=torch.float32)
     start = time.perf_counter()
-    trainer = DPOTrainer(model=model, args=DPOConfig(**config_args), train_dataset=rows, processing_class=tokenizer,
-                         callbacks=[Marks()])
+    trainer = DPOTrainer(model=model, args=DPOConfig(**config_args), train_dataset=rows,
+                         processing_class=tokenizer, callbacks=[Marks()])
     setup = time.perf_counter() - start
     ds = trainer.train_dataset
     lengths = [[min(args.max_length, len(p) + len(c)), min(args.max_length, len(p) + len(r))] for p, c, r in
@@ -192,6 +197,7 @@ def run_trl(args, config: str) -> dict:
     start = time.perf_counter()
     trainer.train()
     ref_s = marks["loop_start"] - start if config == "trl-dpo-precompute" else 0.0
+    scratch.cleanup()
     return dict(setup_s=setup, ref_s=ref_s, loop_s=marks["loop_end"] - marks["loop_start"],
                 steps=trainer.state.global_step, examples=len(ds), tokens=sum(sum(r) for r in lengths),
                 padded_positions=padded_positions(lengths, args.batch_size), baseline_rss_mib=baseline)
@@ -236,7 +242,8 @@ def main() -> None:
     model_path = tiny_model_path(args.cache_dir, hidden_size=args.hidden, num_layers=args.layers,
                                  num_heads=args.heads)
     configs = args.configs.split(",")
-    env = os.environ | {"OMP_NUM_THREADS": str(args.threads), "TQDM_DISABLE": "1", "TOKENIZERS_PARALLELISM": "false", "HF_DATASETS_OFFLINE": "1",
+    env = os.environ | {"OMP_NUM_THREADS": str(args.threads), "TQDM_DISABLE": "1",
+                        "TOKENIZERS_PARALLELISM": "false", "HF_DATASETS_OFFLINE": "1",
                         "TRANSFORMERS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
     runs: dict[str, list[dict]] = {c: [] for c in configs}
     for repeat in range(args.repeats):  # interleaved, so slow phases of a shared machine hit every config
@@ -256,11 +263,14 @@ def main() -> None:
 
     keys = ("total_s", "ref_s", "loop_s", "setup_s", "tokens_per_s", "loop_tokens_per_s", "peak_rss_mib",
             "footprint_mib")
-    results = {c: {k: round(median(c, k), 3) for k in keys}
-               | {k: runs[c][0][k] for k in ("steps", "examples", "tokens", "padded_positions")}
-               | ({"own_loop_tokens_per_s": round(median(c, "own_tokens_per_s"), 3)} if c.startswith("ours") else {})
-               | {"runs": [{k: round(r[k], 3) for k in ("total_s", "loop_s", "footprint_mib")} for r in runs[c]]}
-               for c in configs}
+    results = {}
+    for c in configs:
+        results[c] = {k: round(median(c, k), 3) for k in keys}
+        results[c] |= {k: runs[c][0][k] for k in ("steps", "examples", "tokens", "padded_positions")}
+        if c.startswith("ours"):  # fit_offline's own tokens_per_s (metrics.jsonl), as a cross-check of loop's
+            results[c]["own_loop_tokens_per_s"] = round(median(c, "own_tokens_per_s"), 3)
+        per_run = ("total_s", "loop_s", "footprint_mib")
+        results[c]["runs"] = [{k: round(r[k], 3) for k in per_run} for r in runs[c]]
     checks = {}
     for sft in ("ours-sft", "ours-sft-2b"):
         if {"ours-dpo", sft} <= set(configs):
@@ -269,21 +279,31 @@ def main() -> None:
             checks |= {name: round(ratio, 3), f"{name}_within_1.2": ratio <= 1.2}
     if {"ours-dpo", "trl-dpo-precompute"} <= set(configs):
         ours, theirs = results["ours-dpo"], results["trl-dpo-precompute"]
-        checks |= {"same_steps_tokens_padding": all(ours[k] == theirs[k] for k in ("steps", "tokens", "padded_positions")),
+        same = all(ours[k] == theirs[k] for k in ("steps", "tokens", "padded_positions"))
+        loop_ratio = ours["loop_tokens_per_s"] / theirs["loop_tokens_per_s"]
+        checks |= {"same_steps_tokens_padding": same,
                    "ours_over_trl_tokens_per_s": round(ours["tokens_per_s"] / theirs["tokens_per_s"], 3),
-                   "ours_over_trl_loop_tokens_per_s": round(ours["loop_tokens_per_s"] / theirs["loop_tokens_per_s"], 3),
+                   "ours_over_trl_loop_tokens_per_s": round(loop_ratio, 3),
                    "ours_tokens_per_s_at_least_trl": ours["tokens_per_s"] >= theirs["tokens_per_s"]}
+    if {"dpo_footprint_over_sft_within_1.2", "ours_tokens_per_s_at_least_trl"} <= set(checks):
+        checks["targets_met"] = (checks["dpo_footprint_over_sft_within_1.2"]
+                                 and checks["ours_tokens_per_s_at_least_trl"])
     from importlib.metadata import version
 
     import torch
+    from safetensors import safe_open
     from transformers import AutoConfig
 
+    with safe_open(str(model_path / "model.safetensors"), "pt") as f:
+        parameters = sum(torch.Size(f.get_slice(k).get_shape()).numel() for k in f.keys())
     print(json.dumps({
         "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "model_path")}
         | {"model": f"Llama, hidden {args.hidden}, {args.layers} layers, {args.heads} heads, float32",
-           "vocab_size": AutoConfig.from_pretrained(model_path).vocab_size},
+           "vocab_size": AutoConfig.from_pretrained(model_path).vocab_size, "parameters": parameters,
+           "optimizers": f"ours torch.optim.AdamW (defaults: for-loop on CPU), trl {args.trl_optim}"},
         "machine": {"cpu_count": os.cpu_count(), "torch_threads": runs[configs[0]][0]["torch_threads"],
-                    "torch": torch.__version__, "transformers": version("transformers"), "trl": version("trl")},
+                    "torch": torch.__version__, "transformers": version("transformers"),
+                    "trl": version("trl")},
         "tokens_definition": TOKENS, "statistic": f"median over {args.repeats} repeats",
         "results": results, "checks": checks}, indent=2))
 

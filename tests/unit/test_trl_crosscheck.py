@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from rlhf.algos.dpo import DPO
+from tests.unit.trl_import import trl_trainer
 
 B = 16
 BETA = 0.1
@@ -25,21 +26,7 @@ BETA = 0.1
 
 @pytest.fixture(scope="module")
 def trl_dpo_loss():
-    # trl 0.28's `is_*_available` return transformers' `_is_package_available(...)`, which is a
-    # (bool, version) tuple in recent transformers and hence always truthy: `trl.trainer.callbacks` then
-    # runs `import weave` and fails. Unwrap the tuple while the trainer module is imported.
-    import trl.import_utils as trl_import_utils
-
-    with pytest.MonkeyPatch.context() as mp:
-        for name in [n for n in vars(trl_import_utils) if n.startswith("is_") and n.endswith("_available")]:
-            check = getattr(trl_import_utils, name)
-
-            def unwrapped(*args, _check=check, **kwargs):
-                found = _check(*args, **kwargs)
-                return found[0] if isinstance(found, tuple) else found
-
-            mp.setattr(trl_import_utils, name, unwrapped)
-        from trl.trainer.dpo_trainer import DPOTrainer
+    DPOTrainer = trl_trainer("dpo_trainer", "DPOTrainer")
 
     def dpo_loss(pc, pr, rc, rr, loss_type, label_smoothing=0.0, reference_free=False):
         stub = types.SimpleNamespace(

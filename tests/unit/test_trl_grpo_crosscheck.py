@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from rlhf.algos.grpo import GRPO
+from tests.unit.trl_import import trl_trainer
 
 B, K, T = 4, 4, 12
 N = B * K
@@ -27,20 +28,7 @@ N = B * K
 
 @pytest.fixture(scope="module")
 def trl_compute_loss():
-    # Same workaround as tests/unit/test_trl_crosscheck.py: transformers' `_is_package_available` returns a
-    # (bool, version) tuple that trl 0.28 takes as truthy, so `trl.trainer.callbacks` would `import weave`.
-    import trl.import_utils as trl_import_utils
-
-    with pytest.MonkeyPatch.context() as mp:
-        for name in [n for n in vars(trl_import_utils) if n.startswith("is_") and n.endswith("_available")]:
-            check = getattr(trl_import_utils, name)
-
-            def unwrapped(*args, _check=check, **kwargs):
-                found = _check(*args, **kwargs)
-                return found[0] if isinstance(found, tuple) else found
-
-            mp.setattr(trl_import_utils, name, unwrapped)
-        from trl.trainer.grpo_trainer import GRPOTrainer
+    GRPOTrainer = trl_trainer("grpo_trainer", "GRPOTrainer")
 
     def compute_loss(algo: GRPO, logprobs, old_logprobs, ref_logprobs, mask, advantages):
         entropies = torch.ones_like(logprobs)

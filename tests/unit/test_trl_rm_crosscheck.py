@@ -16,26 +16,14 @@ import pytest
 import torch
 
 from rlhf.algos.reward_model import BradleyTerry
+from tests.unit.trl_import import trl_trainer
 
 B = 16
 
 
 @pytest.fixture(scope="module")
 def trl_rm_loss():
-    # Same workaround as tests/unit/test_trl_crosscheck.py: trl 0.28's `is_*_available` return
-    # transformers' (bool, version) tuples, always truthy, and `trl.trainer.callbacks` then imports weave.
-    import trl.import_utils as trl_import_utils
-
-    with pytest.MonkeyPatch.context() as mp:
-        for name in [n for n in vars(trl_import_utils) if n.startswith("is_") and n.endswith("_available")]:
-            check = getattr(trl_import_utils, name)
-
-            def unwrapped(*args, _check=check, **kwargs):
-                found = _check(*args, **kwargs)
-                return found[0] if isinstance(found, tuple) else found
-
-            mp.setattr(trl_import_utils, name, unwrapped)
-        from trl.trainer.reward_trainer import RewardTrainer
+    RewardTrainer = trl_trainer("reward_trainer", "RewardTrainer")
 
     def rm_loss(chosen, rejected, margin=None, center_rewards_coefficient=None):
         """(B,) rewards -> (trl's loss, trl's logged metrics)."""

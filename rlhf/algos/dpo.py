@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rlhf.algos.shapes import require_same_shape
+
 LossType = Literal["sigmoid", "ipo", "hinge"]
 Reduction = Literal["mean", "sum"]
 
@@ -85,11 +87,8 @@ class DPO:
             ref_chosen_logps = ref_rejected_logps = torch.zeros_like(chosen_logps)
         elif ref_chosen_logps is None or ref_rejected_logps is None:
             raise ValueError("DPO needs reference log-probs unless algo.reference_free is set")
-        inputs = (rejected_logps, ref_chosen_logps, ref_rejected_logps, chosen_lengths, rejected_lengths)
-        # Guards against silent broadcasting, e.g. (B, 1) against (B,) giving a (B, B) loss matrix.
-        if chosen_logps.ndim != 1 or any(t.shape != chosen_logps.shape for t in inputs):
-            shapes = [tuple(t.shape) for t in (chosen_logps, *inputs)]
-            raise ValueError(f"DPO inputs must all have the same shape (B,), got {shapes}")
+        require_same_shape("DPO inputs", 1, chosen_logps, rejected_logps, ref_chosen_logps,
+                           ref_rejected_logps, chosen_lengths, rejected_lengths)
 
         pc, pr, rc, rr = chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps  # (B,)
         if self.length_normalize:

@@ -6,6 +6,8 @@ from typing import ClassVar, Literal, get_args
 import torch
 from torch import Tensor
 
+from rlhf.algos.shapes import require_same_shape
+
 LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
 
 
@@ -124,9 +126,7 @@ class GRPO:
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Log-probs and mask (N, T), rewards (B, K) with N = B·K, row i·K + k = sample k of prompt i."""
         others = [old_logprobs, response_mask] + ([] if ref_logprobs is None else [ref_logprobs])
-        if logprobs.ndim != 2 or any(t.shape != logprobs.shape for t in others):
-            shapes = [tuple(t.shape) for t in (logprobs, *others)]
-            raise ValueError(f"GRPO token inputs must all have the same shape (N, T), got {shapes}")
+        require_same_shape("GRPO token inputs", 2, logprobs, *others)
         if rewards.ndim != 2 or rewards.numel() != logprobs.shape[0]:
             raise ValueError(
                 f"rewards must have shape (B, K) with B·K = N = {logprobs.shape[0]}, "

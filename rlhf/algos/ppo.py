@@ -6,6 +6,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from rlhf.algos.shapes import require_same_shape
+
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     """Mean of `x` where the bool `mask` is True (other positions are selected out: NaN there is harmless)."""
@@ -188,10 +190,8 @@ class PPO:
         kl_coef: float | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Token inputs (N, T); `scores` (N,) and `ends_with_eos` (N,) bool, one per response."""
-        token_inputs = (old_logprobs, ref_logprobs, values, old_values, response_mask)
-        if logprobs.ndim != 2 or any(t.shape != logprobs.shape for t in token_inputs):
-            shapes = [tuple(t.shape) for t in (logprobs, *token_inputs)]
-            raise ValueError(f"PPO token inputs must all have the same shape (N, T), got {shapes}")
+        require_same_shape("PPO token inputs", 2, logprobs, old_logprobs, ref_logprobs, values, old_values,
+                           response_mask)
         if scores.shape != logprobs.shape[:1] or ends_with_eos.shape != logprobs.shape[:1]:
             raise ValueError(
                 f"scores {tuple(scores.shape)} and ends_with_eos {tuple(ends_with_eos.shape)} "

@@ -7,6 +7,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from rlhf.algos.shapes import require_same_shape
+
 # ε inside the log of the PRO loss: the constant 1e-10 of the PRO and A-LoL code (see `PRO`).
 EPS = 1e-10
 
@@ -69,10 +71,8 @@ class PRO:
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """All inputs (B,): log-probs are sums over response tokens, lengths are response-token counts,
         scores are the dataset rewards R_c, R_r of the two responses."""
-        inputs = (rejected_logps, chosen_lengths, rejected_lengths, chosen_scores, rejected_scores)
-        if chosen_logps.ndim != 1 or any(t.shape != chosen_logps.shape for t in inputs):
-            shapes = [tuple(t.shape) for t in (chosen_logps, *inputs)]
-            raise ValueError(f"PRO inputs must all have the same shape (B,), got {shapes}")
+        require_same_shape("PRO inputs", 1, chosen_logps, rejected_logps, chosen_lengths, rejected_lengths,
+                           chosen_scores, rejected_scores)
         if bool((chosen_lengths <= 0).any() | (rejected_lengths <= 0).any()):
             raise ValueError("PRO needs every response length > 0 (its scores are per-token log-probs)")
 

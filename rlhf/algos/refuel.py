@@ -7,6 +7,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from rlhf.algos.shapes import require_same_shape
+
 
 @dataclass(frozen=True)
 class REFUEL:
@@ -66,10 +68,8 @@ class REFUEL:
         rewards R_a, R_b of the two trajectories."""
         if ref_chosen_logps is None or ref_rejected_logps is None:
             raise ValueError("REFUEL needs the old policy's (reference) log-probs")
-        inputs = (rejected_logps, ref_chosen_logps, ref_rejected_logps, chosen_scores, rejected_scores)
-        if chosen_logps.ndim != 1 or any(t.shape != chosen_logps.shape for t in inputs):
-            shapes = [tuple(t.shape) for t in (chosen_logps, *inputs)]
-            raise ValueError(f"REFUEL inputs must all have the same shape (B,), got {shapes}")
+        require_same_shape("REFUEL inputs", 1, chosen_logps, rejected_logps, ref_chosen_logps,
+                           ref_rejected_logps, chosen_scores, rejected_scores)
 
         delta = (chosen_logps - ref_chosen_logps) - (rejected_logps - ref_rejected_logps)  # (B,)
         reward_diff = (chosen_scores - rejected_scores).to(delta.dtype)  # (B,)

@@ -16,6 +16,7 @@ from accelerate.utils import set_seed
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from rlhf.atomic import write_text
 from rlhf.logging import redact
 
 REPO_DIR = Path(__file__).resolve().parents[1]
@@ -50,7 +51,5 @@ def prepare_run(cfg: DictConfig) -> dict:
     run_dir = Path(config["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     if int(os.environ.get("RANK", "0")) == 0:
-        tmp = run_dir / ".config.yaml.tmp"
-        tmp.write_text(yaml.safe_dump(config, sort_keys=False))
-        os.replace(tmp, run_dir / "config.yaml")
+        write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     return config

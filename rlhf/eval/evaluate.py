@@ -1,9 +1,9 @@
 """Reward evaluation of a policy on held-out prompts, written to `<run_dir>/eval.json`."""
 
 import json
-import os
 from pathlib import Path
 
+from rlhf.atomic import write_jsonl, write_text
 from rlhf.eval.report import format_table, reward_line
 from rlhf.eval.reward_eval import BackendFactory, generate_and_score, summarize
 from rlhf.models.policy import Policy
@@ -18,10 +18,8 @@ def evaluate_policy(
     result = {**summarize([s for r in rows for s in r["scores"]]), "policy": policy.path, "num_prompts": len(rows)}
     out = Path(run_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp = out / ".eval.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out / "eval.json")
+    write_jsonl(out / "samples.jsonl", rows)
+    write_text(out / "eval.json", json.dumps(result, indent=2))
     print(format_table([("policy", policy.path), ("prompts", str(len(rows))), ("reward", reward_line(result))],
                        "evaluation"))
     return result

@@ -8,7 +8,6 @@ Written to the run directory:
   responses all tie, ready for `rlhf-train task=preference task.train_path=<run_dir>/pairs`.
 """
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import datasets
 from tqdm.auto import tqdm
 
+from rlhf.atomic import write_jsonl
 from rlhf.eval.reward_eval import BackendFactory, generate_and_score
 from rlhf.models.policy import Policy
 from rlhf.rewards.base import Reward
@@ -61,7 +61,5 @@ def sample_dataset(
     _save(dataset, out / "dataset")
     if reward is not None:
         _save(datasets.Dataset.from_list(best_worst_pairs(rows)), out / "pairs")
-    tmp = out / ".samples.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, out / "samples.jsonl")
+    write_jsonl(out / "samples.jsonl", rows)
     return dataset

@@ -29,12 +29,11 @@ from torch import Tensor
 from rlhf.algos.alol import ALoL
 from rlhf.algos.alol_sampling import positive_fraction, sample_weights, scaled_steps
 from rlhf.algos.value_head import ValueHeadAttention, fit_value_head, predict
-from rlhf.data.examples import Examples, build_examples
-from rlhf.data.schema import as_messages
+from rlhf.data.examples import Examples
 from rlhf.eval.reward_eval import RewardEvaluator
 from rlhf.models.policy import Policy
 from rlhf.tasks.dataset import DatasetTask
-from rlhf.trainers.offline import fit_offline
+from rlhf.trainers.offline import fit_offline, tokenised
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +99,7 @@ def fit_alol(
 ) -> dict[str, float]:
     """Steps 1-3 of the module docstring, then `fit_offline` (all other arguments are passed on)."""
     responses = ("chosen", "rejected") if sampling_strategy == "all_priority" else ("chosen",)
-    splits = {"train": task.train} | ({"eval": task.eval} if task.eval is not None else {})
-    examples = {split: build_examples(rows, task.schema, "sequence", policy.tokenizer, tokenization,
-                                      f"{task.name} {split}", responses) for split, rows in splits.items()}
+    examples = tokenised(task, algo, policy, tokenization, responses)
     if "rewards" not in examples["train"].fields:
         raise ValueError(f"A-LoL weights examples by their reward: task {task.name!r} needs score_chosen"
                          f"{'/score_rejected' if len(responses) == 2 else ''} columns (or `score` for conversations)")
@@ -114,7 +111,7 @@ def fit_alol(
         if cache.exists():
             advantages = load_file(cache)
         else:
-            prompts = {split: [as_messages(r["prompt"], "user") for r in rows] for split, rows in splits.items()}
+            prompts = {split: task.prompts(split) for split in examples}
             value_prompts = task.prompts("eval")[task.num_eval_prompts:][:num_value_prompts]
             if len(value_prompts) < 8:
                 raise ValueError(f"A-LoL fits its value head on held-out prompts beyond the {task.num_eval_prompts} "

@@ -13,7 +13,6 @@ Loops of methods with more control flow (e.g. `rlhf.trainers.alol`) prepare what
 
 import json
 import logging
-import os
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from rlhf.atomic import write_text
 from rlhf.data.examples import Examples, build_examples
 from rlhf.data.tokenize import Tokenization
 from rlhf.logging import JsonlLogger, Logger
@@ -49,11 +49,13 @@ def epoch_order(n: int, seed: int, epoch: int, weights: torch.Tensor | None = No
     return torch.multinomial(weights, n, replacement=True, generator=generator).tolist()
 
 
-def tokenised(task: DatasetTask, algo, policy: Policy, tokenization: Tokenization) -> dict[str, Examples]:
-    """The task's train (and eval) rows as examples of the algorithm's batch kind."""
+def tokenised(task: DatasetTask, algo, policy: Policy, tokenization: Tokenization,
+              responses: tuple[str, ...] = ("chosen",)) -> dict[str, Examples]:
+    """The task's train (and eval) rows as examples of the algorithm's batch kind (`responses`: which replies
+    of a preference row become sequence examples)."""
     splits = {"train": task.train} | ({"eval": task.eval} if task.eval is not None else {})
     examples = {split: build_examples(rows, task.schema, algo.batch_kind, policy.tokenizer, tokenization,
-                                      f"{task.name} {split}") for split, rows in splits.items()}
+                                      f"{task.name} {split}", responses) for split, rows in splits.items()}
     for split, ex in examples.items():
         if ex.dropped:
             log.warning("%d %s examples dropped by data.truncation=%s", ex.dropped, split, tokenization.truncation)
@@ -224,9 +226,7 @@ def fit_offline(
     result = {**{f"before/{k}": v for k, v in state.get("eval_before", {}).items()}, **final,
               **{f"train/{k}": v for k, v in averaged.items()}}
     if accelerator.is_main_process:
-        tmp = done.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        os.replace(tmp, done)
+        write_text(done, json.dumps(result, indent=2))
     jsonl.close()
     logger.close()
     return result

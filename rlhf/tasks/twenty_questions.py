@@ -72,7 +72,7 @@ def postprocess_question(text: str) -> str | None:
     return question
 
 
-def _tokens(text: str) -> list[str]:
+def word_tokens(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
@@ -90,10 +90,10 @@ def is_guess(question: str, names: list[str]) -> bool:
     followed by "of" ("a type of", "a pair of"). So "Is it a dog?" guesses Dog, "Is it a cat or a dog?"
     does not (it names another noun), and "Is it a kind of ball?" does not guess Basketball.
     """
-    tokens = _tokens(question)
-    own = {word for name in names for word in _tokens(name)}
+    tokens = word_tokens(question)
+    own = {word for name in names for word in word_tokens(name)}
     for name in names:
-        target = _tokens(name)
+        target = word_tokens(name)
         if not target or len(target) > len(tokens):
             continue
         tail = tokens[len(tokens) - len(target) :]

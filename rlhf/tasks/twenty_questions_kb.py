@@ -18,7 +18,8 @@ import math
 from collections import Counter
 from pathlib import Path
 
-from rlhf.tasks.twenty_questions import DATA_DIR, NO, OBJECTS_PATH, YES, _tokens, is_guess, load_objects, normalize_answer
+from rlhf.tasks.twenty_questions import (DATA_DIR, NO, OBJECTS_PATH, YES, is_guess, load_objects, normalize_answer,
+                                         word_tokens)
 
 ATTRIBUTES_PATH = DATA_DIR / "twenty_questions" / "attributes.json"
 _ARTICLES = frozenset({"a", "an", "the"})
@@ -27,7 +28,7 @@ _ARTICLES = frozenset({"a", "an", "the"})
 def normalize_question(text: str) -> str:
     """Question text reduced for phrase matching: lower-case word tokens without articles, space-joined,
     so "Is it an animal?" and "is it animal" match."""
-    return " ".join(word for word in _tokens(text) if word not in _ARTICLES)
+    return " ".join(word for word in word_tokens(text) if word not in _ARTICLES)
 
 
 class KnowledgeBaseOracle:

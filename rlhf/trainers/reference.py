@@ -91,10 +91,11 @@ def _compute(reference: ModelReference, ex: Examples, batch_size: int, device, p
     parts: dict[str, dict[int, Tensor]] = {name: {} for name in REFERENCE_OUTPUTS[reference.kind]}
     for start in tqdm(range(0, len(ex), batch_size), desc=f"reference outputs ({split})", leave=False):
         batch = ex.batch(list(range(start, min(start + batch_size, len(ex))))).to(device)
-        lengths = batch.attention_mask.sum(-1) - 1 if per_token else None  # (N,) real positions of each row
+        lengths = (batch.attention_mask.sum(-1) - 1).tolist() if per_token else None  # (N,) real positions
         for name, value in reference(batch, split).items():
+            value = value.float().cpu()  # one copy per batch, not one per row
             for row, i in enumerate(batch.index.tolist()):
-                parts[name][i] = value[row, : lengths[row]].float().cpu() if per_token else value[row].float().cpu().view(1)
+                parts[name][i] = value[row, : lengths[row]] if per_token else value[row].view(1)
     tables = {}
     for name, by_index in parts.items():
         ordered = [by_index[i] for i in range(len(by_index))]

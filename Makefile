@@ -24,7 +24,7 @@ test: setup
 	scripts/slurm/with-cluster.sh $(BIN)/python -m pytest
 
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow and not gpu"
 
 clean:
 	rm -rf outputs multirun/train multirun/generate multirun/eval

@@ -112,19 +112,28 @@ class LocalChat:
 
 
 def load_local_chat(
-    path: str,
+    path: str | None = None,
     dtype: str = "float32",
     device: str = "cpu",
     revision: str | None = None,
     trust_remote_code: bool = False,
+    cache_dir: str | None = None,
+    architecture: dict | None = None,
     **sampling,
 ) -> LocalChat:
-    """A `LocalChat` on the causal LM at `path` (hub id or local directory, loaded as a policy is) on
-    `device`, generating with `HFBackend`; `sampling`: HFBackend's keyword arguments (max_new_tokens,
-    temperature, top_p, top_k, seed, batch_size, ...)."""
+    """A `LocalChat` on the causal LM at `path` (hub id or local directory, loaded as a policy is), or else
+    on the tiny model cached in `cache_dir` for `architecture` (as `policy=tiny` builds it), on `device`,
+    generating with `HFBackend`; `sampling`: HFBackend's keyword arguments (max_new_tokens, temperature,
+    top_p, top_k, seed, batch_size, ...)."""
     from rlhf.backends.hf import HFBackend  # torch and transformers only for local models
     from rlhf.models.policy import load_policy
+    from rlhf.models.tiny import tiny_model_path
 
+    if path is None:
+        if cache_dir is None or architecture is None:
+            raise ValueError("a local chat model needs a path (hub id or local folder), or the cache_dir and "
+                             "architecture of policy=tiny")
+        path = str(tiny_model_path(cache_dir, **architecture))
     policy = load_policy(path, dtype=dtype, revision=revision, trust_remote_code=trust_remote_code)
     model = policy.model.to(device)
     model.requires_grad_(False)

@@ -43,6 +43,8 @@ class DPO:
     """
 
     batch_kind: ClassVar[str] = "pair"
+    # a pair of equal reward is no preference: online, such pairs are dropped
+    keeps_ties: ClassVar[bool] = False
 
     beta: float = 0.1
     loss_type: LossType = "sigmoid"

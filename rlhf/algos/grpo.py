@@ -32,10 +32,18 @@ class GRPO:
     - grpo: mean over responses of each response's token mean, (1/N) Σ_i Σ_t m ℓ / Σ_t m (the paper's eq. 3).
     - bnpo: token mean over the batch, Σ m ℓ / Σ m.
     - dr_grpo: Σ m ℓ / (N · L), L = `max_completion_length` (Dr. GRPO, Liu et al. 2025, "Understanding
-      R1-Zero-Like Training", §3.1); removes the length bias of per-response means. Defaults to the padded
-      length T of the batch, which is a constant only if batches are padded to a fixed length: set it to
-      the generation budget.
+      R1-Zero-Like Training", §3.1); removes the length bias of per-response means. L must be a constant
+      (the configs take the backend's generation budget, `backend.max_new_tokens`): it is required.
     - dapo: Σ m ℓ / (tokens), DAPO's token-level loss (Yu et al. 2025, eq. 10).
+
+    When the policy decides how long a response (or a dialogue, whose policy turns are one response here)
+    is, only dr_grpo's constant normaliser keeps the estimator an unbiased policy gradient of the expected
+    reward: grpo's 1/|y_i| gives the tokens of short responses more weight, and bnpo/dapo's 1/Σ|y| makes
+    each response's weight depend on the lengths of the others.
+
+    Invalid rewards: a response whose reward could not be had (NaN in `rewards`) is left out. Its group's
+    mean and std are taken over the group's valid responses, and the response gets no gradient and is not
+    counted in N (nor in the token counts), exactly as if its group had one response fewer.
 
     Deliberate choices and deviations:
     - bnpo and dapo are the same formula here. trl 0.28 divides dapo by `num_items_in_batch`, the response
@@ -46,8 +54,8 @@ class GRPO:
     - A response (or a batch) without response tokens contributes 0: token counts are clamped at 1, as in
       trl. Masked positions are selected out rather than multiplied by 0, so a -inf or NaN log-prob at a
       padding position cannot make the loss NaN (in trl it would).
-    - Singleton groups (K = 1) have std 0 by convention and hence advantage 0, as trl does for
-      `num_generations == 1`; see `advantages` for verl and OpenRLHF.
+    - Singleton groups (K = 1, or one valid response) have std 0 by convention and hence advantage 0, as trl
+      does for `num_generations == 1`; see `advantages` for verl and OpenRLHF.
     - The paper's KL term is β·KL in the objective; like trl it is added per token before the aggregation.
 
     Metrics: `loss/policy` and `loss/kl` are the clipped surrogate and the k3 KL aggregated like the loss,
@@ -81,6 +89,9 @@ class GRPO:
             raise ValueError(
                 f"algo.max_completion_length must be >= 1 or null, got {self.max_completion_length}"
             )
+        if self.loss_type == "dr_grpo" and self.max_completion_length is None:
+            raise ValueError("algo.loss_type=dr_grpo divides by a constant: set algo.max_completion_length "
+                             "(the generation budget, e.g. ${backend.max_new_tokens})")
 
     @property
     def needs_reference(self) -> bool:
@@ -91,6 +102,7 @@ class GRPO:
 
         (r - mean) / (std + ε) with the Bessel-corrected std over the group and ε = `std_epsilon`, as trl 0.28
         (`_generate_and_score_completions`, ε = 1e-4); r - mean when `scale_rewards` is False (Dr. GRPO).
+        NaN rewards (invalid) are left out of their group's mean and std and get advantage 0.
         Other implementations differ:
         - verl (`compute_grpo_outcome_advantage`): ε = 1e-6, unbiased `torch.std`; a singleton group gets
           mean 0 and std 1, so its advantage is its raw reward (here and in trl: 0).
@@ -99,21 +111,25 @@ class GRPO:
         """
         if rewards.ndim != 2:
             raise ValueError(f"rewards must have shape (B, K), got {tuple(rewards.shape)}")
-        centred = rewards - rewards.mean(dim=1, keepdim=True)  # (B, K)
+        valid = ~torch.isnan(rewards)  # (B, K)
+        values = torch.where(valid, rewards, torch.zeros_like(rewards))  # (B, K)
+        count = valid.sum(dim=1, keepdim=True)  # (B, 1)
+        mean = values.sum(dim=1, keepdim=True) / count.clamp(min=1)  # (B, 1)
+        centred = torch.where(valid, values - mean, torch.zeros_like(values))  # (B, K)
         if not self.scale_rewards:
             return centred
-        k = rewards.shape[1]
-        std = rewards.std(dim=1, keepdim=True) if k > 1 else torch.zeros_like(rewards[:, :1])  # (B, 1)
-        return centred / (std + self.std_epsilon)
+        # Bessel-corrected std over the valid members; 0 for a group with fewer than two
+        var = (centred**2).sum(dim=1, keepdim=True) / (count - 1).clamp(min=1)  # (B, 1)
+        return centred / (var.sqrt() + self.std_epsilon)
 
-    def _aggregate(self, per_token: Tensor, mask: Tensor) -> Tensor:
-        """Reduce per-token values (N, T) over the response tokens according to `loss_type`."""
+    def _aggregate(self, per_token: Tensor, mask: Tensor, responses: Tensor) -> Tensor:
+        """Reduce per-token values (N, T) over the response tokens according to `loss_type`; `responses` is
+        the number of (valid) responses the per-response means are taken over."""
         masked = torch.where(mask, per_token, torch.zeros_like(per_token))  # (N, T)
         if self.loss_type == "grpo":
-            return (masked.sum(dim=1) / mask.sum(dim=1).clamp(min=1)).mean()
+            return (masked.sum(dim=1) / mask.sum(dim=1).clamp(min=1)).sum() / responses.clamp(min=1)
         if self.loss_type == "dr_grpo":
-            length = self.max_completion_length or mask.shape[1]
-            return masked.sum() / (mask.shape[0] * length)
+            return masked.sum() / (responses.clamp(min=1) * self.max_completion_length)
         return masked.sum() / mask.sum().clamp(min=1)  # bnpo, dapo
 
     def loss(
@@ -124,7 +140,8 @@ class GRPO:
         response_mask: Tensor,
         rewards: Tensor,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Log-probs and mask (N, T), rewards (B, K) with N = B·K, row i·K + k = sample k of prompt i."""
+        """Log-probs and mask (N, T), rewards (B, K) with N = B·K, row i·K + k = sample k of prompt i; a NaN
+        reward marks an invalid response (left out, see the class docstring)."""
         others = [old_logprobs, response_mask] + ([] if ref_logprobs is None else [ref_logprobs])
         require_same_shape("GRPO token inputs", 2, logprobs, *others)
         if rewards.ndim != 2 or rewards.numel() != logprobs.shape[0]:
@@ -135,8 +152,10 @@ class GRPO:
         if self.beta > 0 and ref_logprobs is None:
             raise ValueError("GRPO with algo.beta > 0 needs reference log-probs")
 
-        mask = response_mask.bool()  # (N, T)
         rewards = rewards.detach()
+        valid = ~torch.isnan(rewards).reshape(-1)  # (N,)
+        mask = response_mask.bool() & valid[:, None]  # (N, T)
+        responses = valid.sum()
         advantages = self.advantages(rewards).reshape(-1, 1)  # (N, 1)
         log_ratio = torch.where(mask, logprobs - old_logprobs.detach(), torch.zeros_like(logprobs))  # (N, T)
         ratio = torch.exp(log_ratio)  # (N, T)
@@ -148,21 +167,22 @@ class GRPO:
             kl = torch.exp(ref_log_ratio) - ref_log_ratio - 1  # (N, T), k3
             if self.beta > 0:
                 per_token = per_token + self.beta * kl
-        loss = self._aggregate(per_token, mask)
+        loss = self._aggregate(per_token, mask, responses)
 
         with torch.no_grad():
             n_tokens = mask.sum().clamp(min=1)
             low = (ratio < 1 - self.epsilon_low) & (advantages < 0) & mask  # (N, T)
             high = (ratio > 1 + self.epsilon_high) & (advantages > 0) & mask  # (N, T)
-            metrics = {"loss/policy": self._aggregate(policy_loss, mask)}
+            metrics = {"loss/policy": self._aggregate(policy_loss, mask, responses)}
             if ref_logprobs is not None:
-                metrics["loss/kl"] = self._aggregate(kl, mask)
+                metrics["loss/kl"] = self._aggregate(kl, mask, responses)
             metrics |= {
                 "actor/clipfrac": (low | high).sum() / n_tokens,
                 "actor/clipfrac_low": low.sum() / n_tokens,
                 "actor/clipfrac_high": high.sum() / n_tokens,
-                "rewards/mean": rewards.mean(),
-                "rewards/std": rewards.std() if rewards.numel() > 1 else torch.zeros_like(rewards.sum()),
-                "advantages/mean": advantages.mean(),
+                "rewards/mean": rewards[~torch.isnan(rewards)].mean(),
+                "rewards/std": rewards[~torch.isnan(rewards)].std() if int(responses) > 1
+                else torch.zeros_like(rewards.sum()),
+                "advantages/mean": advantages[valid].mean(),
             }
         return loss, metrics

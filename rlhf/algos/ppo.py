@@ -119,7 +119,8 @@ class FixedKLController:
 @dataclass(frozen=True)
 class PPO:
     """PPO-clip (Schulman et al. 2017, eq. 7 and 9) with the RLHF reward shaping of Ziegler et al. 2019 and
-    Stiennon et al. 2020 (eq. 2), as trl's PPOTrainer implements it.
+    Stiennon et al. 2020 (eq. 2), as trl's PPOTrainer implements it. Two steps, as PPO has: `targets` once
+    per batch of rollouts (token rewards, GAE, whitening), then `loss` on each minibatch of several epochs.
 
     Token rewards, for response tokens t of response i with sequence score s_i (reward model output):
 
@@ -139,14 +140,15 @@ class PPO:
       the first padding token (`sequence_lengths_p1`), and trains the value head on that extra position too.
     - `whiten_rewards` whitens the scores across the batch (keeping their mean, trl's `shift_mean=False`)
       before they enter the token rewards; trl whitens the whole token-reward tensor, KL terms included.
-    - GAE and the advantage whitening run over the tensors of one call: call `loss` with the whole rollout
-      batch to match trl, which computes them once per rollout before splitting into minibatches.
+    - GAE and the advantage whitening run over the tensors of one `targets` call: the whole rollout batch of
+      a process, as trl computes them once per rollout before splitting into minibatches.
     - `actor/approx_kl` is ½ E[(log ρ)²] over response tokens; trl averages over padding positions as well.
-    - Masked positions are selected out, never multiplied by 0 (NaN-safe); GAE skips them (see `gae`).
+    - Masked positions are selected out, never multiplied by 0 (NaN-safe); GAE skips them (see `gae`), so a
+      multi-turn rollout's user turns are part of the environment's transition.
 
     Whitening needs at least 2 response tokens per call, and `whiten_rewards` at least 2 responses. The
-    `kl` metric, the mean over responses of Σ_t (log π_old - log π_ref), is what a KL controller's `update`
-    takes; `advantages/mean` is taken before whitening (after it, it is 0 by construction).
+    `kl` metric of `targets`, the mean over responses of Σ_t (log π_old - log π_ref), is what a KL
+    controller's `update` takes; `advantages/mean` is taken before whitening (after it, it is 0).
     """
 
     batch_kind: ClassVar[str] = "rollout"
@@ -177,47 +179,62 @@ class PPO:
         if self.missing_eos_penalty is not None and self.missing_eos_penalty < 0:
             raise ValueError(f"algo.missing_eos_penalty must be >= 0 or null, got {self.missing_eos_penalty}")
 
-    def loss(
+    @torch.no_grad()
+    def targets(
         self,
-        logprobs: Tensor,
         old_logprobs: Tensor,
         ref_logprobs: Tensor,
-        values: Tensor,
         old_values: Tensor,
         scores: Tensor,
         ends_with_eos: Tensor,
         response_mask: Tensor,
         kl_coef: float | None = None,
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Token inputs (N, T); `scores` (N,) and `ends_with_eos` (N,) bool, one per response."""
-        require_same_shape("PPO token inputs", 2, logprobs, old_logprobs, ref_logprobs, values, old_values,
-                           response_mask)
-        if scores.shape != logprobs.shape[:1] or ends_with_eos.shape != logprobs.shape[:1]:
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Advantages (whitened) and returns (N, T) of a batch of rollouts, and their metrics. Token inputs
+        (N, T), from the policy that sampled (old) and the reference; `scores` (N,), `ends_with_eos` (N,)."""
+        require_same_shape("PPO rollout inputs", 2, old_logprobs, ref_logprobs, old_values, response_mask)
+        if scores.shape != old_logprobs.shape[:1] or ends_with_eos.shape != old_logprobs.shape[:1]:
             raise ValueError(
                 f"scores {tuple(scores.shape)} and ends_with_eos {tuple(ends_with_eos.shape)} "
-                f"must have shape (N,) = ({logprobs.shape[0]},)"
+                f"must have shape (N,) = ({old_logprobs.shape[0]},)"
             )
         mask = response_mask.bool()  # (N, T)
-        lengths = mask.sum(dim=1)  # (N,)
-        if bool((lengths == 0).any()):
+        if bool((mask.sum(dim=1) == 0).any()):
             raise ValueError("every response needs at least one response token to receive its score")
         beta = self.kl_coef if kl_coef is None else kl_coef
+        scores = scores.detach()
+        if self.missing_eos_penalty is not None:
+            scores = scores - self.missing_eos_penalty * (~ends_with_eos.bool()).to(scores.dtype)
+        if self.whiten_rewards:
+            scores = whiten(scores, torch.ones_like(mask[:, 0]), shift_mean=False)
+        kl = torch.where(mask, old_logprobs - ref_logprobs, torch.zeros_like(old_logprobs))  # (N, T)
+        token_rewards = -beta * kl  # (N, T)
+        # last response token of each row: T - 1 - (index of the first True in the reversed row)
+        last = mask.shape[1] - 1 - mask.flip(dims=[1]).int().argmax(dim=1)  # (N,)
+        rows = torch.arange(mask.shape[0], device=mask.device)
+        token_rewards[rows, last] += scores.to(token_rewards.dtype)
+        raw_advantages, returns = gae(token_rewards, old_values.detach(), mask, self.gamma, self.lam)
+        metrics = {"kl": kl.sum(dim=1).mean(), "returns/mean": masked_mean(returns, mask),
+                   # before whitening: after it the mean is 0 by construction
+                   "advantages/mean": masked_mean(raw_advantages, mask)}
+        return {"advantages": whiten(raw_advantages, mask), "returns": returns}, metrics
 
-        with torch.no_grad():
-            scores = scores.detach()
-            if self.missing_eos_penalty is not None:
-                scores = scores - self.missing_eos_penalty * (~ends_with_eos.bool()).to(scores.dtype)
-            if self.whiten_rewards:
-                scores = whiten(scores, torch.ones_like(mask[:, 0]), shift_mean=False)
-            kl = torch.where(mask, old_logprobs - ref_logprobs, torch.zeros_like(old_logprobs))  # (N, T)
-            token_rewards = -beta * kl  # (N, T)
-            # last response token of each row: T - 1 - (index of the first True in the reversed row)
-            last = mask.shape[1] - 1 - mask.flip(dims=[1]).int().argmax(dim=1)  # (N,)
-            rows = torch.arange(mask.shape[0], device=mask.device)
-            token_rewards[rows, last] += scores.to(token_rewards.dtype)
-            raw_advantages, returns = gae(token_rewards, old_values.detach(), mask, self.gamma, self.lam)
-            advantages = whiten(raw_advantages, mask)  # (N, T)
-
+    def loss(
+        self,
+        logprobs: Tensor,
+        old_logprobs: Tensor,
+        values: Tensor,
+        old_values: Tensor,
+        response_mask: Tensor,
+        advantages: Tensor,
+        returns: Tensor,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The clipped policy and value losses on a minibatch; all inputs (N, T), `advantages` and `returns`
+        from `targets` over the rollout batch the minibatch is part of."""
+        require_same_shape("PPO token inputs", 2, logprobs, old_logprobs, values, old_values, response_mask,
+                           advantages, returns)
+        mask = response_mask.bool()  # (N, T)
+        advantages, returns = advantages.detach(), returns.detach()
         log_ratio = torch.where(mask, logprobs - old_logprobs.detach(), torch.zeros_like(logprobs))  # (N, T)
         ratio = torch.exp(log_ratio)  # (N, T)
         pg_losses = -advantages * ratio  # (N, T)
@@ -240,10 +257,6 @@ class PPO:
                 "loss/value": vf_loss.detach(),
                 "actor/clipfrac": masked_mean((pg_losses_clipped > pg_losses).to(ratio.dtype), mask),
                 "critic/clipfrac": masked_mean((vf_losses_clipped > vf_losses).to(ratio.dtype), mask),
-                "kl": kl.sum(dim=1).mean(),
                 "actor/approx_kl": masked_mean(0.5 * log_ratio**2, mask),
-                "returns/mean": masked_mean(returns, mask),
-                # before whitening: after it the mean is 0 by construction
-                "advantages/mean": masked_mean(raw_advantages, mask),
             }
         return loss, metrics

@@ -52,6 +52,8 @@ class PRO:
     """
 
     batch_kind: ClassVar[str] = "pair"
+    # a ranking needs different rewards: online, pairs of equal reward are dropped
+    keeps_ties: ClassVar[bool] = False
     needs_reference: ClassVar[bool] = False
 
     sft_weight: float = 0.05

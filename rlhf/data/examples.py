@@ -92,7 +92,7 @@ def _ends_with_eos(sequence: TokenizedSequence, eos_id: int) -> bool:
     return sequence.input_ids[last] == eos_id
 
 
-def _collate_group(groups: list[list[TokenizedSequence]], positions: list[int], pad_id: int) -> SequenceBatch:
+def collate_groups(groups: list[list[TokenizedSequence]], positions: list[int], pad_id: int) -> SequenceBatch:
     """(B*K, T) sequences, prompt-major; the index of sequence k of example p is p*K + k."""
     K = len(groups[0])
     return collate_sequences([s for g in groups for s in g], [p * K + k for p in positions for k in range(K)], pad_id)
@@ -140,7 +140,7 @@ def build_examples(
     fields = {name: torch.tensor(v, dtype=dtypes.get(name, torch.float))
               for name, v in values.items() if all(x is not None for x in v)}
     pad_id = tokenizer.pad_token_id
-    collate = {"group": lambda b, p: _collate_group(b, p, pad_id), "rollout": lambda b, p: _collate_group(b, p, pad_id), "pair": lambda b, p: collate_pairs(b, p, pad_id),
+    collate = {"group": lambda b, p: collate_groups(b, p, pad_id), "rollout": lambda b, p: collate_groups(b, p, pad_id), "pair": lambda b, p: collate_pairs(b, p, pad_id),
                "reward_pair": lambda b, p: collate_pairs(b, p, pad_id)}.get(
         batch_kind, lambda b, p: collate_sequences(b, p, pad_id))
     dropped = len(rows) * (len(responses) if batch_kind == "sequence" and schema == "preference" else 1) - len(items)

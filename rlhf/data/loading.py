@@ -15,14 +15,16 @@ LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 def load_rows(path: str, split: str = "train", limit: int | None = None) -> datasets.Dataset:
     """Rows of `path`, which is a local file, a folder written by `Dataset.save_to_disk`, or a hub name.
 
-    For a local file `split` is ignored (the file is the split); for a saved DatasetDict or a hub dataset it
-    picks the split. `limit` keeps the first rows.
+    A local file is one split, "train": a `split` that slices it ("train[:5%]", "train[5%:]", as the tasks of
+    sources with a train split only hold rows out) is applied, any other name is ignored (the file is the
+    split); for a saved DatasetDict or a hub dataset it picks the split. `limit` keeps the first rows.
     """
     local = Path(path).expanduser()
     if local.suffix in LOCAL_FORMATS:
         if not local.is_file():
             raise FileNotFoundError(f"dataset file {path!r} does not exist")
-        rows = datasets.load_dataset(LOCAL_FORMATS[local.suffix], data_files=str(local), split="train")
+        rows = datasets.load_dataset(LOCAL_FORMATS[local.suffix], data_files=str(local),
+                                     split=split if split.startswith("train[") else "train")
     elif local.is_dir():
         loaded = datasets.load_from_disk(str(local))
         if isinstance(loaded, datasets.DatasetDict):

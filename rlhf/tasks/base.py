@@ -19,6 +19,10 @@ class DialogueTask(Protocol):
         fields (what the user simulator, the done-check and rewards may read)."""
         ...
 
+    def eval_openings(self) -> tuple[list[list[dict]], list[dict]]:
+        """The openings (and fields) of the held-out dialogues evaluation rolls out."""
+        ...
+
     def done(self, conversation: list[dict], fields: dict) -> bool:
         """Whether the dialogue is over after its latest user turn."""
         ...

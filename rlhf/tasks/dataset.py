@@ -92,6 +92,10 @@ class DatasetTask:
                   for opening, row in zip(prompts, rows)]
         return prompts, fields
 
+    def eval_openings(self) -> tuple[list[list[dict]], list[dict]]:
+        """The openings of the first `num_eval_prompts` eval rows (the prompts `eval_prompts` gives)."""
+        return self.openings("eval", self.num_eval_prompts)
+
     def done(self, conversation: list[dict], fields: dict) -> bool:
         return False
 

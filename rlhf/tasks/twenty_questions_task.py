@@ -21,14 +21,16 @@ class TwentyQuestionsTask:
     """Games of Twenty Questions.
 
     Splits: "train" plays each object of `objects_path` once, in file order; "eval" plays the hidden
-    objects of the benchmark's 1000 recorded evaluation games (`eval_games_path`), in their order.
+    objects of the benchmark's 1000 recorded evaluation games (`eval_games_path`), in their order (they are
+    objects of the same list, as in LMRL-Gym). Evaluation plays the first `num_eval_prompts` of them.
     """
 
     name = "twenty_questions"
     reply_to_last = True
 
     def __init__(self, objects_path: str | Path = OBJECTS_PATH, eval_games_path: str | Path = EVAL_GAMES_PATH,
-                 opening: str = OPENING, system_prompt: str | None = None, max_turns: int = MAX_QUESTIONS):
+                 opening: str = OPENING, system_prompt: str | None = None, max_turns: int = MAX_QUESTIONS,
+                 num_eval_prompts: int = 64):
         objects, _ = load_objects(objects_path)
         self.names = {names[0]: names for names in objects}
         games = json.loads(Path(eval_games_path).read_text())
@@ -37,6 +39,7 @@ class TwentyQuestionsTask:
         if unknown:
             raise ValueError(f"{eval_games_path}: games hide objects missing from {objects_path}: {unknown[:5]}")
         self.opening, self.system_prompt, self.max_turns = opening, system_prompt, max_turns
+        self.num_eval_prompts = num_eval_prompts
 
     def openings(self, split: str, limit: int | None = None) -> tuple[list[list[dict]], list[dict]]:
         if split not in ("train", "eval"):
@@ -46,6 +49,9 @@ class TwentyQuestionsTask:
         system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
         opening = system + [{"role": "user", "content": self.opening}]
         return [list(opening) for _ in objects], [{"object": o, "names": self.names[o]} for o in objects]
+
+    def eval_openings(self) -> tuple[list[list[dict]], list[dict]]:
+        return self.openings("eval", self.num_eval_prompts)
 
     def done(self, conversation: list[dict], fields: dict) -> bool:
         """The latest question guessed the object and was answered "Yes."."""

@@ -30,8 +30,9 @@ from rlhf.algos.alol import ALoL
 from rlhf.algos.alol_sampling import positive_fraction, sample_weights, scaled_steps
 from rlhf.algos.value_head import ValueHeadAttention, fit_value_head, predict
 from rlhf.data.examples import Examples
-from rlhf.eval.reward_eval import RewardEvaluator
+from rlhf.eval.reward_eval import BackendFactory, RewardEvaluator
 from rlhf.models.policy import Policy
+from rlhf.rewards.base import Reward
 from rlhf.tasks.dataset import DatasetTask
 from rlhf.trainers.offline import fit_offline, tokenised
 
@@ -88,7 +89,8 @@ def fit_alol(
     policy: Policy,
     algo: ALoL,
     task: DatasetTask,
-    evaluate: RewardEvaluator | None,
+    backend: BackendFactory,
+    reward: Reward,
     run_dir: str,
     seed: int,
     tokenization,
@@ -108,8 +110,9 @@ def fit_alol(
                          f"{'/score_rejected' if len(responses) == 2 else ''} columns (or `score` for conversations)")
     values = examples["train"].fields["rewards"]
     if algo.uses_advantages:
-        if evaluate is None:
+        if task.eval is None:
             raise ValueError("A-LoL's value estimate needs held-out prompts and a reward: set task.eval_path")
+        evaluate = RewardEvaluator(backend, reward, task.eval_prompts())
         cache = Path(run_dir) / "advantages.safetensors"
         if cache.exists():
             advantages = load_file(cache)
@@ -133,6 +136,6 @@ def fit_alol(
         (Path(run_dir) / "advantages.json").write_text(json.dumps(
             {"positive_fraction": kept, "mean": float(values.mean()), "steps": max_steps}))
     weights = sample_weights(values, sampling_strategy) if sampling_strategy else None
-    return fit_offline(policy=policy, algo=algo, task=task, evaluate=evaluate, run_dir=run_dir, seed=seed,
+    return fit_offline(policy=policy, algo=algo, task=task, backend=backend, reward=reward, run_dir=run_dir, seed=seed,
                        tokenization=tokenization, examples=examples, sample_weights=weights, max_steps=max_steps,
                        **offline)

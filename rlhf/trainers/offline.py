@@ -16,6 +16,10 @@ every process takes part in its generation).
 
 Loops of methods with more control flow (e.g. `rlhf.trainers.alol`) prepare what they need and call
 `fit_offline` with `examples` (tokenised data with extra per-example fields) and `sample_weights`.
+"rollout" batches (PPO on fixed scored rollouts) train the policy with a value head
+(`rlhf.models.value_model`); each batch gets one update, so the behaviour (old) policy of a batch is the
+current one detached and the per-token KL penalty to the reference is what keeps the policy near it. Online
+PPO, with fresh rollouts and several epochs over them, is `rlhf.trainers.online`.
 """
 
 import contextlib
@@ -24,7 +28,6 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -36,8 +39,11 @@ from transformers import get_scheduler
 from rlhf.atomic import write_text
 from rlhf.data.examples import Examples, build_examples
 from rlhf.data.tokenize import Tokenization
+from rlhf.eval.reward_eval import BackendFactory, RewardEvaluator
 from rlhf.logging import JsonlLogger, Logger
 from rlhf.models.policy import Policy
+from rlhf.models.value_model import PolicyWithValueHead
+from rlhf.rewards.base import Reward
 from rlhf.tasks.dataset import DatasetTask
 from rlhf.trainers.checkpoint import Preemption, latest_checkpoint, load_checkpoint, save_checkpoint
 from rlhf.trainers.reference import make_reference
@@ -145,7 +151,8 @@ def fit_offline(
     run_dir: str,
     seed: int,
     config: dict,
-    evaluate: Callable[[Policy], dict[str, float]] | None = None,
+    backend: BackendFactory | None = None,
+    reward: Reward | None = None,
     examples: dict[str, Examples] | None = None,
     sample_weights: torch.Tensor | None = None,
     learning_rate: float = 1e-4,
@@ -166,7 +173,8 @@ def fit_offline(
 ) -> dict[str, float]:
     """Train `policy` with `algo` on `task.train`; returns the final metrics (also in final_metrics.json).
 
-    examples: already tokenised splits (default: `tokenised(task, ...)`); sample_weights: (N,) draw
+    backend, reward: generate for and score the task's evaluation prompts before, during and after training
+    (with held-out rows; none, no reward evaluation). examples: already tokenised splits (default: `tokenised(task, ...)`); sample_weights: (N,) draw
     probabilities of the train examples (default: each example once per epoch, shuffled).
     batch_size is per process; one optimizer step sees batch_size x processes x gradient_accumulation_steps
     examples. eval_every / checkpoint_every are in optimizer steps (0 = only at the end).
@@ -184,14 +192,17 @@ def fit_offline(
         deepspeed.deepspeed_config["gradient_clipping"] = max_grad_norm
     sharded = deepspeed is not None and deepspeed.zero_stage == 3
     set_seed(seed)
+    if algo.batch_kind == "rollout":
+        policy = Policy(PolicyWithValueHead(policy.model, seed), policy.tokenizer, policy.path)
     examples = examples or tokenised(task, algo, policy, tokenization)
     ref = None
     if algo.needs_reference:
         with accelerator.main_process_first():  # the main process writes the cache, the others read it
             ref = make_reference(reference, policy, examples, algo.batch_kind, logprob_temperature(algo),
                                  run_dir, batch_size)
-    if algo.batch_kind not in GENERATIVE_KINDS:
-        evaluate = None
+    evaluate = None
+    if algo.batch_kind in GENERATIVE_KINDS and task.eval is not None and backend is not None and reward is not None:
+        evaluate = RewardEvaluator(backend, reward, task.eval_prompts())
 
     train = examples["train"]
     per_micro = batch_size * accelerator.num_processes

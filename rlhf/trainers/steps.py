@@ -6,11 +6,14 @@ The loop never asks which algorithm it runs: the algorithm's `batch_kind` picks 
 - "group":    the same for B*K responses, old_logprobs (= logprobs detached: one update per batch, as TRL
               with num_iterations=1), and rewards (B, K)
 - "pair":     chosen_logps, rejected_logps, chosen_lengths, rejected_lengths (B,); ref_chosen_logps,
-              ref_rejected_logps (B,); chosen_scores, rejected_scores, margins, group_ids (B,) when present
+              ref_rejected_logps (B,), and the same as old_chosen_logps, old_rejected_logps (offline, the
+              policy that produced the data is the reference); chosen_scores, rejected_scores, margins,
+              group_ids (B,) when present
 - "reward_pair": chosen_rewards, rejected_rewards (B, H) from a reward model with H heads; margins, group_ids
 - "rollout":  group data as N = B*K single rollouts of a model with a value head: logprobs, old_logprobs,
               values, old_values (detached: one update per batch), response_mask (N, T-1); ref_logprobs;
-              scores and ends_with_eos (N,)
+              scores and ends_with_eos (N,); and what the algorithm's `targets` makes of them once per
+              batch (PPO: advantages, returns)
 Log-probs are taken at the algorithm's `temperature` when it has one (REFUEL scores at its sampling
 temperature), else at 1.
 """
@@ -64,7 +67,10 @@ REFERENCE_OUTPUTS = {"sequence": ("logprobs",), "group": ("logprobs",), "pair": 
 PER_TOKEN_KINDS = ("sequence", "group", "rollout")
 
 
-def loss_inputs(algo, model, batch: Batch, reference: Reference | None, split: str) -> dict[str, Tensor | None]:
+def loss_inputs(algo, model, batch: Batch, reference: Reference | None,
+                split: str) -> tuple[dict[str, Tensor | None], dict[str, Tensor]]:
+    """The tensors a loss may take for `batch`, and the metrics of computing them (the algorithm's
+    `targets`, where its batch kind has them)."""
     kind = algo.batch_kind
     inputs = OUTPUTS[kind](model, batch, logprob_temperature(algo)) | batch.fields
     if kind in PER_TOKEN_KINDS:
@@ -75,26 +81,40 @@ def loss_inputs(algo, model, batch: Batch, reference: Reference | None, split: s
         inputs |= {"old_values": inputs["values"].detach(), "scores": inputs.pop("rewards").flatten(),
                    "ends_with_eos": inputs.pop("ends_with_eos").flatten()}
     ref = reference(batch, split) if reference is not None else {}
-    return inputs | {f"ref_{name}": ref.get(name) for name in REFERENCE_OUTPUTS[kind]}
+    inputs |= {f"ref_{name}": ref.get(name) for name in REFERENCE_OUTPUTS[kind]}
+    if kind == "pair":
+        inputs |= {f"old_{name}": ref.get(name) for name in REFERENCE_OUTPUTS[kind]}
+    metrics: dict[str, Tensor] = {}
+    if kind == "rollout":  # one update per batch: the batch is the whole rollout batch
+        targets, metrics = call_with(algo, algo.targets, inputs)
+        inputs |= targets
+    return inputs, metrics
 
 
 def call_loss(algo, inputs: dict[str, Tensor | None]) -> tuple[Tensor, dict[str, Tensor]]:
     """`algo.loss` with the inputs its signature names; a required one that is missing is an error that says
     what would provide it."""
+    return call_with(algo, algo.loss, inputs)
+
+
+def call_with(algo, method: Callable, inputs: dict[str, Tensor | None]):
+    """`method` (of `algo`) with the inputs its signature names (see `call_loss`)."""
     kwargs, missing = {}, []
-    for name, parameter in inspect.signature(algo.loss).parameters.items():
+    for name, parameter in inspect.signature(method).parameters.items():
         if name in inputs:
             kwargs[name] = inputs[name]
         elif parameter.default is inspect.Parameter.empty:
             missing.append(name)
     if missing:
         raise ValueError(
-            f"{type(algo).__name__}.loss needs {missing}, which {algo.batch_kind} batches of this data do not "
+            f"{type(algo).__name__}.{method.__name__} needs {missing}, which {algo.batch_kind} batches of this data do not "
             "provide (scores come from score_chosen/score_rejected columns, rewards from a `score` column or "
             f"the algorithm's own loop); available: {sorted(k for k, v in inputs.items() if v is not None)}"
         )
-    return algo.loss(**kwargs)
+    return method(**kwargs)
 
 
 def compute_loss(algo, model, batch: Batch, reference: Reference | None, split: str):
-    return call_loss(algo, loss_inputs(algo, model, batch, reference, split))
+    inputs, metrics = loss_inputs(algo, model, batch, reference, split)
+    loss, loss_metrics = call_loss(algo, inputs)
+    return loss, metrics | loss_metrics

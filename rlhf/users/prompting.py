@@ -56,9 +56,8 @@ def first_json_object(text: str) -> dict | None:
 def parse_user_reply(reply: str, reply_format: str) -> UserTurn:
     """The user's next message from a simulator's reply; raises UnparsableReply with the reason.
 
-    "question" (REFUEL): the text after the last "Question:" (the justification before it is dropped).
-        REFUEL falls back to the whole reply when there is no "Question:"; here that reply is unparsable
-        (it would put the justification in the user's mouth).
+    "question" (REFUEL, methods.md 1.3): the text after the last "Question:" (the justification before it is
+        dropped), or, as REFUEL does, the whole reply when it has no "Question:"; an empty one is unparsable.
     "json" (CollabLLM): the "response" string of the first JSON object.
     "yes_no" (a Twenty Questions oracle): the "response" of the first JSON object, or the whole reply when it
         has none, normalised to "Yes." or "No." from its first word; any other answer is unparsable.
@@ -76,11 +75,10 @@ def parse_user_reply(reply: str, reply_format: str) -> UserTurn:
 def _user_message(reply: str, reply_format: str) -> str:
     if reply_format == "question":
         _, marker, question = reply.rpartition("Question:")
-        if not marker:
-            raise UnparsableReply("user simulator reply has no 'Question:'")
         question = question.strip()
         if not question:
-            raise UnparsableReply("user simulator reply has an empty question")
+            raise UnparsableReply("user simulator reply has an empty question" if marker else
+                                  "user simulator reply is empty")
         return question
     found = first_json_object(reply)
     if reply_format == "yes_no":

@@ -70,3 +70,31 @@ def test_slurm_job_of_two_tasks_matches_one_process(slurm, tmp_path, tiny_cache,
     assert len(logs) == 2 and all("global_rank=" in log.read_text() for log in logs)  # one per SLURM task
     run_dir = tmp_path / "algo=dpo,experiment=debug,trainer.batch_size=2,trainer.max_steps=3"
     assert_same_training(run_dir, one_process)
+
+
+# The online loop: each process rolls out its share of the prompts, in chunks seeded by their position in
+# the update (so two processes sample what one process does in the same chunks), and GRPO averages over
+# responses, so two processes with 2 prompts each take the step of one process with 4.
+ONLINE = ["experiment=online_debug", "algo=grpo", "reward=length", "trainer.max_steps=3", "trainer.eval_every=0",
+          "trainer.checkpoint_every=2", "trainer.prompts_per_step=4", "trainer.generation_prompts=2",
+          "trainer.learning_rate=1e-3", "backend.min_new_tokens=4"]
+
+
+@pytest.mark.parametrize("config", ["ddp", "zero2"])
+def test_online_accelerate_launch_of_two_processes_matches_one(tmp_path, tiny_cache, config):
+    one = tmp_path / "one"
+    run("rlhf.train", one, tiny_cache, *ONLINE)
+    two = tmp_path / "two"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", f"conf/accelerate/{config}.yaml",
+           "--num_processes", "2", "--main_process_port", str(free_port()), "-m", "rlhf.train",
+           f"hydra.run.dir={two}", *ONLINE]
+    result = subprocess.run(cmd, cwd=REPO, env=env(tiny_cache), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-5000:]
+    a, b = weights(one / "model"), weights(two / "model")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5)
+    logged = {run_dir: [m for m in metrics(run_dir) if "loss" in m] for run_dir in (one, two)}
+    for m1, m2 in zip(logged[one], logged[two], strict=True):
+        assert m1["rollout/invalid"] == m2["rollout/invalid"] == 0  # equal shares: the averages agree
+        for key in ("loss", "rollout/reward_mean", "rollout/dialogues", "rollout/response_tokens_mean"):
+            assert m2[key] == pytest.approx(m1[key], rel=1e-5), key

@@ -33,7 +33,7 @@ from rlhf.rewards.gold import BagOfWords, Length
 from rlhf.tasks.dataset import DatasetTask
 from rlhf.trainers.alol import fit_alol
 from rlhf.trainers.offline import fit_offline
-from rlhf.trainers.ppo import fit_ppo
+from rlhf.trainers.online import fit_online
 from rlhf.rewards.contrastive import ContrastiveDistill
 from rlhf.rewards.judge import PairwiseJudge, PointwiseJudge
 from rlhf.rewards.math_steps import MathEditDistance
@@ -64,13 +64,14 @@ GROUPS = (*COMPONENT_GROUPS, "mode", "launcher", "experiment")
 # for a component group, EXPECTED_TYPE below (or, for the reward models, composites and pluralistic golds,
 # tests/config/test_reward_configs.py, which builds them on tiny local classifiers), so that every option
 # is known to be covered by these tests.
-NUM_OPTIONS = 99
+NUM_OPTIONS = 101
 # Reward options that wrap another reward option (its `_target_` nested under `reward.reward`).
 WRAPPERS = {"reward/noise", "reward/exponent"}
-# Tasks that label groups when built: their labelling and its gold are built with them.
-LABELLING = {"task/synthetic_pluralistic_pairs": ["groups._target_", "groups.gold._target_",
-                                                  "groups.gold.traits.bow._target_",
-                                                  "groups.gold.traits.calm._target_"]}
+# Options that build other components with them: a task that labels groups (its labelling and gold), the
+# online loop (the user simulator it talks to).
+NESTED = {"task/synthetic_pluralistic_pairs": ["groups._target_", "groups.gold._target_",
+                                               "groups.gold.traits.bow._target_", "groups.gold.traits.calm._target_"],
+          "trainer/online": ["user._target_"]}
 
 # What instantiating each component option builds (backend: after calling the partial with model/tokenizer).
 EXPECTED_TYPE = {
@@ -78,6 +79,7 @@ EXPECTED_TYPE = {
     "task/prompts": DatasetTask,
     "task/synthetic_dialogues": DatasetTask,
     "task/synthetic_prefs": DatasetTask,
+    "task/synthetic_prompts": DatasetTask,
     "task/synthetic_groups": DatasetTask,
     "task/synthetic_mixed": DatasetTask,
     "task/synthetic_pluralistic": DatasetTask,
@@ -128,7 +130,7 @@ EXPECTED_TYPE = {
                                                 "a_lol_seq", "a_lol_kl")},
     "trainer/offline": fit_offline,
     "trainer/alol": fit_alol,
-    "trainer/ppo": fit_ppo,
+    "trainer/online": fit_online,
     "backend/hf": HFBackend,
     "backend/vllm": VLLMBackend,
     "logger/none": NoLogger,
@@ -208,8 +210,8 @@ def required_overrides(group: str, option: str, data_files, tiny_path, tiny_cach
         ("policy", "hf_rm"): [f"policy.path={tiny_path}"],
         ("policy", "tiny"): [f"policy.cache_dir={tiny_cache}"],  # the session's tiny model: no rebuild
         ("policy", "tiny_rm"): [f"policy.cache_dir={tiny_cache}"],
-        ("user", "llm"): [f"user.local.path={tiny_path}", "user.local.dtype=float32"],
-        ("user", "llm_20q"): [f"user.local.path={tiny_path}", "user.local.dtype=float32"],
+        ("user", "llm"): [f"policy.cache_dir={tiny_cache}"],  # the policy's model plays the user
+        ("user", "llm_20q"): [f"user.local.path={tiny_path}"],
         ("reward", "contrastive_distill"): [f"reward.strong={tiny_path}", f"reward.weak={tiny_path}"],
         # the length filters measure with the policy's tokenizer: the session's tiny model
         **{("task", name): [f"task.train_path={SAMPLES / path}", f"task.eval_path={SAMPLES / path}",
@@ -245,7 +247,7 @@ def test_component_option_composes_resolves_and_instantiates(
     # Exactly one object is built per group: one `_target_`, at the node's top level (a wrapper reward
     # also builds the reward it wraps).
     expected_targets = ["_target_", "reward._target_"] if group_option in WRAPPERS else ["_target_"]
-    expected_targets = sorted(expected_targets + LABELLING.get(group_option, []))
+    expected_targets = sorted(expected_targets + NESTED.get(group_option, []))
     assert sorted(target_paths(resolved[group])) == expected_targets
     target = get_object(resolved[group]["_target_"])  # the target is importable
 
@@ -325,7 +327,9 @@ def test_experiment_overrides_its_keys(name):
     for entry in group_overrides:  # e.g. {"override /task": "synthetic_dialogues"}
         [(key, option)] = entry.items()
         group = key.removeprefix("override /")
-        assert cfg[group] == compose_cfg("train", [f"{group}={option}"])[group]
+        chosen = compose_cfg("train", [f"{group}={option}"])[group]
+        assert {k: v for k, v in cfg[group].items() if f"{group}.{k}" not in values} == \
+            {k: v for k, v in chosen.items() if f"{group}.{k}" not in values}
         assert cfg[group] != default[group]
 
 

@@ -102,8 +102,8 @@ AGG_MASK = torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.
         # bnpo and dapo: Σ ℓ / 7 = 4/7, gradient -A_i/7: -2/7, 1/7, 1/7.
         (dict(loss_type="bnpo"), 4 / 7, (-2 / 7, 1 / 7, 1 / 7)),
         (dict(loss_type="dapo"), 4 / 7, (-2 / 7, 1 / 7, 1 / 7)),
-        # dr_grpo, L = T = 4: Σ ℓ / (3·4) = 1/3, gradient -A_i/12: -1/6, 1/12, 1/12.
-        (dict(loss_type="dr_grpo"), 1 / 3, (-1 / 6, 1 / 12, 1 / 12)),
+        # dr_grpo, L = 4: Σ ℓ / (3·4) = 1/3, gradient -A_i/12: -1/6, 1/12, 1/12.
+        (dict(loss_type="dr_grpo", max_completion_length=4), 1 / 3, (-1 / 6, 1 / 12, 1 / 12)),
         # dr_grpo with max_completion_length 8: 4/24 = 1/6, gradient -A_i/24.
         (dict(loss_type="dr_grpo", max_completion_length=8), 1 / 6, (-1 / 12, 1 / 24, 1 / 24)),
     ],
@@ -147,7 +147,7 @@ def test_equal_rewards_give_zero_policy_gradient():
     gen = torch.Generator().manual_seed(0)
     logprobs = torch.randn(4, 5, generator=gen, dtype=torch.float64).requires_grad_()
     old = torch.randn(4, 5, generator=gen, dtype=torch.float64)
-    for algo in (GRPO(), GRPO(scale_rewards=False), GRPO(loss_type="dr_grpo")):
+    for algo in (GRPO(), GRPO(scale_rewards=False), GRPO(loss_type="dr_grpo", max_completion_length=5)):
         loss, m = algo.loss(logprobs, old, None, ones_mask(4, 5), torch.ones(1, 4, dtype=torch.float64))
         (grad,) = torch.autograd.grad(loss, logprobs)
         assert loss.item() == 0.0
@@ -207,7 +207,7 @@ def test_masked_tokens_contribute_nothing(loss_type):
     old = logprobs + 0.4 * torch.randn(4, 4, generator=gen, dtype=torch.float64)
     ref = logprobs + 0.4 * torch.randn(4, 4, generator=gen, dtype=torch.float64)
     rewards = t([1.0, 0.0], [0.3, 2.0])
-    algo = GRPO(beta=0.05, loss_type=loss_type, epsilon_high=0.28)
+    algo = GRPO(beta=0.05, loss_type=loss_type, epsilon_high=0.28, max_completion_length=4)
 
     def run(lp, old, ref):
         lp = lp.clone().requires_grad_()
@@ -224,6 +224,51 @@ def test_masked_tokens_contribute_nothing(loss_type):
     assert torch.equal(grad2, grad)
     assert torch.equal(grad[~mask], torch.zeros_like(grad[~mask]))
     assert all(m2[key].item() == m[key].item() for key in m)
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
+@pytest.mark.parametrize("scale_rewards", [True, False])
+def test_invalid_rewards_are_left_out(loss_type, scale_rewards):
+    """A NaN reward (a response that could not be scored) is as if the response were not there: groups
+    (1, NaN, -1, 4) and (2, 2) give the loss and gradients of groups (1, -1, 4) and (2, 2), and the
+    invalid row gets no gradient, whatever its log-probs."""
+    gen = torch.Generator().manual_seed(2)
+    algo = GRPO(beta=0.05, loss_type=loss_type, scale_rewards=scale_rewards, max_completion_length=3)
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1], [1, 0, 0], [1, 1, 1], [1, 1, 0], [1, 0, 0]], dtype=torch.bool)
+    logprobs = -torch.rand(6, 3, generator=gen, dtype=torch.float64)
+    old = logprobs + 0.3 * torch.randn(6, 3, generator=gen, dtype=torch.float64)
+    ref = logprobs + 0.3 * torch.randn(6, 3, generator=gen, dtype=torch.float64)
+    nan = float("nan")
+    with_invalid = t([1.0, nan, -1.0, 4.0], [2.0, 2.0, nan, nan])  # (B = 2, K = 4): rows 0-3, then 4-5 (+2 absent)
+    keep = [0, 2, 3, 4, 5]
+    full = torch.cat([logprobs, torch.zeros(2, 3, dtype=torch.float64)])
+    full_old, full_ref = (torch.cat([x, torch.zeros(2, 3, dtype=torch.float64)]) for x in (old, ref))
+    full_mask = torch.cat([mask, torch.ones(2, 3, dtype=torch.bool)])
+    lp = full.clone().requires_grad_()
+    loss, m = algo.loss(lp, full_old, full_ref, full_mask, with_invalid)
+    loss.backward()
+    # the same responses without the invalid one: groups (1, -1, 4) and (2, 2), K padded with NaN to 3
+    lp2 = logprobs[keep].clone().requires_grad_()
+    alone = GRPO(beta=0.05, loss_type=loss_type, scale_rewards=scale_rewards, max_completion_length=3)
+    loss2, m2 = alone.loss(torch.cat([lp2, torch.zeros(1, 3, dtype=torch.float64)]),
+                           torch.cat([old[keep], torch.zeros(1, 3, dtype=torch.float64)]),
+                           torch.cat([ref[keep], torch.zeros(1, 3, dtype=torch.float64)]),
+                           torch.cat([mask[keep], torch.ones(1, 3, dtype=torch.bool)]),
+                           t([1.0, -1.0, 4.0], [2.0, 2.0, nan]))
+    loss2.backward()
+    assert loss.item() == pytest.approx(loss2.item(), abs=1e-12)
+    torch.testing.assert_close(lp.grad[keep], lp2.grad, rtol=0, atol=1e-12)
+    assert torch.equal(lp.grad[[1, 6, 7]], torch.zeros(3, 3, dtype=torch.float64))
+    assert m["rewards/mean"].item() == pytest.approx(8 / 5, abs=1e-12)
+    # the group (1, -1, 4) alone: mean 4/3, so (1 - 4/3, -1 - 4/3, 4 - 4/3) unscaled; 2, 2 → 0
+    expected = GRPO(scale_rewards=scale_rewards).advantages(t([1.0, -1.0, 4.0]))[0]
+    torch.testing.assert_close(algo.advantages(with_invalid)[0, [0, 2, 3]], expected, rtol=0, atol=1e-12)
+    assert algo.advantages(with_invalid)[0, 1].item() == 0.0
+
+
+def test_dr_grpo_needs_its_constant():
+    with pytest.raises(ValueError, match="algo.loss_type=dr_grpo divides by a constant: set algo.max_completion_length"):
+        GRPO(loss_type="dr_grpo")
 
 
 def test_reward_metrics_by_hand():

@@ -42,12 +42,24 @@ DROPPED = {
 
 
 def task_cfg(name: str, tiny_cache: str, *overrides: str, path: Path | None = None):
-    """The config with task `name` on its sample (or `path`; both splits) and the session's tiny model."""
+    """The config with task `name` on its sample (or `path`; all of it for both splits) and the session's tiny
+    model."""
     path = path or SAMPLE[name]
     tiny = [] if any(o.startswith("policy=") for o in overrides) else [f"policy.cache_dir={tiny_cache}"]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose("generate", [f"task={name}", f"task.train_path={path}", f"task.eval_path={path}",
-                                "run_dir=unused", *tiny, *overrides])
+                                "++task.train_split=train", "++task.eval_split=train", "run_dir=unused", *tiny,
+                                *overrides])
+
+
+def test_a_local_file_is_sliced_as_the_hub_split_would_be(tiny_cache):
+    """UltraInteract has a train split only: its tasks hold out train[:5%]; on a local file the same slices
+    apply (the held-out rows are not trained on), and a plain split name reads the whole file."""
+    path = str(SAMPLE["ultrainteract"])
+    whole = load_rows(path, "test")
+    held_out, rest = load_rows(path, "train[:5%]"), load_rows(path, "train[5%:]")
+    assert len(whole) == 15 and (len(held_out), len(rest)) == (1, 14)
+    assert held_out.to_list() + rest.to_list() == whole.to_list()
 
 
 def user(text):

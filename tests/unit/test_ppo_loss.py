@@ -123,6 +123,18 @@ def test_kl_controllers_checkpoint():
 
 # --- the loss ------------------------------------------------------------------------------------------
 
+TARGET_KEYS = ("old_logprobs", "ref_logprobs", "old_values", "scores", "ends_with_eos", "response_mask")
+LOSS_KEYS = ("logprobs", "old_logprobs", "values", "old_values", "response_mask")
+
+
+def step(algo: PPO, batch: dict, kl_coef: float | None = None):
+    """`targets` on the whole batch, then `loss` on it: what one PPO minibatch that is the whole rollout
+    batch computes. Returns the loss and both steps' metrics."""
+    targets, target_metrics = algo.targets(**{k: batch[k] for k in TARGET_KEYS}, kl_coef=kl_coef)
+    loss, metrics = algo.loss(**{k: batch[k] for k in LOSS_KEYS}, **targets)
+    return loss, metrics | target_metrics
+
+
 def one_token_batch(**overrides):
     # Two one-token responses, scores (1, -1), V_old = 0, π_old = π_ref (no KL reward).
     # GAE over one token: A = R = score - V_old = (1, -1). Whitening: mean 0, unbiased variance 2,
@@ -152,7 +164,7 @@ def test_loss_by_hand():
     # L = 0.15864692629073524 + 0.1·0.3625 = 0.19489692629073524; dL/dV_1 = 0.1·0.45 = 0.045
     logprobs = t([0.5], [0.5]).requires_grad_()
     values = t([0.5], [-0.1]).requires_grad_()
-    loss, m = PPO().loss(**one_token_batch(logprobs=logprobs, values=values))
+    loss, m = step(PPO(), one_token_batch(logprobs=logprobs, values=values))
     loss.backward()
     assert loss.item() == pytest.approx(0.19489692629073524, abs=1e-12)
     assert m["loss/policy"].item() == pytest.approx(0.15864692629073524, abs=1e-12)
@@ -206,7 +218,7 @@ SHAPING = dict(
     ],
 )
 def test_reward_shaping_by_hand(algo, batch, kl_coef, expected_returns_mean):
-    _, m = algo.loss(**batch, kl_coef=kl_coef)
+    _, m = step(algo, batch, kl_coef)
     assert m["returns/mean"].item() == pytest.approx(expected_returns_mean, abs=1e-12)
     # V_old = 0: the raw advantages are the returns.
     assert m["advantages/mean"].item() == pytest.approx(expected_returns_mean, abs=1e-12)
@@ -221,8 +233,8 @@ def test_whiten_rewards_keeps_the_mean():
     batch = one_token_batch(
         logprobs=t([0.0], [0.0]), values=t([0.0], [0.0]), scores=torch.tensor([1.0, 3.0], dtype=torch.float64)
     )
-    _, raw = PPO().loss(**batch)
-    _, whitened = PPO(whiten_rewards=True).loss(**batch)
+    _, raw = step(PPO(), batch)
+    _, whitened = step(PPO(whiten_rewards=True), batch)
     assert raw["loss/value"].item() == pytest.approx(2.5, abs=1e-12)
     assert whitened["loss/value"].item() == pytest.approx(2.24999999875, abs=1e-12)
     assert raw["returns/mean"].item() == whitened["returns/mean"].item() == pytest.approx(2.0, abs=1e-12)
@@ -244,7 +256,7 @@ def test_masked_tokens_contribute_nothing():
 
     def run(batch):
         leaves = {k: batch[k].clone().requires_grad_() for k in ("logprobs", "values")}
-        loss, m = algo.loss(**(batch | leaves), kl_coef=0.1)
+        loss, m = step(algo, batch | leaves, kl_coef=0.1)
         loss.backward()
         return loss, m, leaves["logprobs"].grad, leaves["values"].grad
 
@@ -264,7 +276,7 @@ def test_policy_and_value_gradients_stop_at_rollout_tensors():
     batch = one_token_batch()
     const_keys = ("old_logprobs", "ref_logprobs", "old_values", "scores")
     consts = {k: batch[k].clone().requires_grad_() for k in const_keys}
-    loss, _ = PPO().loss(**(batch | consts | {"logprobs": batch["logprobs"].clone().requires_grad_()}))
+    loss, _ = step(PPO(), batch | consts | {"logprobs": batch["logprobs"].clone().requires_grad_()})
     loss.backward()
     assert all(v.grad is None for v in consts.values())
 
@@ -289,11 +301,30 @@ def test_invalid_hyperparameters(kwargs, field):
 def test_input_errors():
     batch = one_token_batch()
     with pytest.raises(ValueError, match="same shape"):
-        PPO().loss(**(batch | dict(values=batch["values"][:, 0])))
+        step(PPO(), batch | dict(values=batch["values"][:, 0]))
+    with pytest.raises(ValueError, match="same shape"):
+        step(PPO(), batch | dict(old_values=batch["old_values"][:, 0]))
     with pytest.raises(ValueError, match=r"\(N,\)"):
-        PPO().loss(**(batch | dict(scores=batch["scores"][:, None])))
+        step(PPO(), batch | dict(scores=batch["scores"][:, None]))
     with pytest.raises(ValueError, match="at least one response token"):
-        PPO().loss(**(batch | dict(response_mask=torch.tensor([[True], [False]]))))
+        step(PPO(), batch | dict(response_mask=torch.tensor([[True], [False]])))
+
+
+def test_minibatches_use_the_targets_of_the_whole_batch():
+    """Advantages are whitened over the rollout batch, so a minibatch's loss takes them from `targets` of
+    the whole batch: row 1 alone would whiten to nothing (one token), with row 0 its advantage is -a."""
+    batch = one_token_batch()
+    targets, _ = PPO().targets(**{k: batch[k] for k in TARGET_KEYS})
+    a = 0.7071067794187805  # 1/√(2 + 1e-8): scores (1, -1) whitened
+    close(targets["advantages"], t([a], [-a]))
+    close(targets["returns"], t([1.0], [-1.0]))
+    half = {k: batch[k][1:] for k in LOSS_KEYS}
+    loss, m = PPO().loss(**half, advantages=targets["advantages"][1:], returns=targets["returns"][1:])
+    # row 1: ρ = e^0.5, A = -a: max(1.6487a, 1.2a) = 1.6487a; V = -0.1 vs R = -1, V_old = 0 clipped to -0.1
+    assert m["loss/policy"].item() == pytest.approx(1.6487212707001282 * a, abs=1e-12)
+    assert m["loss/value"].item() == pytest.approx(0.5 * 0.81, abs=1e-12)
+    with pytest.raises(ValueError, match="at least 2"):
+        PPO().targets(**{k: batch[k][1:] for k in TARGET_KEYS})
 
 
 def test_class_attributes():

@@ -22,8 +22,8 @@ def t(*values: float) -> torch.Tensor:
 TWO = dict(
     chosen_logps=t(-1.0, -2.0),
     rejected_logps=t(-3.0, -5.0),
-    ref_chosen_logps=t(-2.0, -4.0),
-    ref_rejected_logps=t(-3.0, -4.0),
+    old_chosen_logps=t(-2.0, -4.0),
+    old_rejected_logps=t(-3.0, -4.0),
     chosen_scores=t(2.0, 0.0),
     rejected_scores=t(1.5, 1.0),
 )
@@ -85,7 +85,7 @@ def test_tied_rewards():
 
 def test_zero_logratio_counts_as_misaligned():
     # Policy = old policy: Δ = 0, sign 0 ≠ sign(ΔR); the loss is (η·ΔR)² = 0.5² and 1² -> mean 0.625.
-    batch = dict(TWO, ref_chosen_logps=TWO["chosen_logps"], ref_rejected_logps=TWO["rejected_logps"])
+    batch = dict(TWO, old_chosen_logps=TWO["chosen_logps"], old_rejected_logps=TWO["rejected_logps"])
     loss, m = REFUEL().loss(**batch)
     assert loss.item() == pytest.approx(0.625, abs=1e-12)
     assert m["sign_align"].item() == 0.0
@@ -96,8 +96,8 @@ def test_swapping_the_labels_changes_nothing():
     swapped = dict(
         chosen_logps=TWO["rejected_logps"],
         rejected_logps=TWO["chosen_logps"],
-        ref_chosen_logps=TWO["ref_rejected_logps"],
-        ref_rejected_logps=TWO["ref_chosen_logps"],
+        old_chosen_logps=TWO["old_rejected_logps"],
+        old_rejected_logps=TWO["old_chosen_logps"],
         chosen_scores=TWO["rejected_scores"],
         rejected_scores=TWO["chosen_scores"],
     )
@@ -124,6 +124,8 @@ def test_eta_convention():
         (dict(eta=float("inf")), "algo.eta"),
         (dict(temperature=0.0), "algo.temperature"),
         (dict(temperature=float("nan")), "algo.temperature"),
+        (dict(kl_coef=-0.1), "algo.kl_coef"),
+        (dict(penalty_reward_value=float("inf")), "algo.penalty_reward_value"),
     ],
 )
 def test_invalid_hyperparameters(kwargs, field):
@@ -132,8 +134,12 @@ def test_invalid_hyperparameters(kwargs, field):
 
 
 def test_invalid_inputs():
-    with pytest.raises(ValueError, match="reference"):
-        REFUEL().loss(**dict(TWO, ref_chosen_logps=None))
+    with pytest.raises(ValueError, match="old policy's log-probs"):
+        REFUEL().loss(**dict(TWO, old_chosen_logps=None))
+    with pytest.raises(ValueError, match="kl_coef > 0 needs the reference"):
+        REFUEL(kl_coef=0.1).loss(**TWO)
+    with pytest.raises(ValueError, match="penalty_reward_value needs to know which responses ended with EOS"):
+        REFUEL(penalty_reward_value=-10.0).loss(**TWO)
     with pytest.raises(ValueError, match="shape"):
         REFUEL().loss(**dict(TWO, chosen_logps=TWO["chosen_logps"][:, None]))
     with pytest.raises(ValueError, match="shape"):
@@ -148,6 +154,25 @@ def test_class_attributes_and_argument_names():
     with pytest.raises(dataclasses.FrozenInstanceError):
         REFUEL().eta = 2.0
     assert list(inspect.signature(REFUEL.loss).parameters)[1:] == [
-        "chosen_logps", "rejected_logps", "ref_chosen_logps", "ref_rejected_logps", "chosen_scores",
-        "rejected_scores",
+        "chosen_logps", "rejected_logps", "old_chosen_logps", "old_rejected_logps", "chosen_scores",
+        "rejected_scores", "ref_chosen_logps", "ref_rejected_logps", "chosen_ends_with_eos",
+        "rejected_ends_with_eos",
     ]
+
+
+def test_setting_two_reward_shaping_by_hand():
+    """Pair 0 of TWO (Δ = 1, R = (2, 1.5)) with the chosen response cut at the length limit and a KL to
+    the reference of old - ref = (0.5, -1.0):
+    - penalty -10 replaces R_c: R = (-10, 1.5);
+    - β = 0.1: R_c = -10 - 0.1·0.5 = -10.05, R_r = 1.5 - 0.1·(-1) = 1.6; ΔR = -11.65;
+    - L = (1 - (-11.65))² = 12.65² = 160.0225; sign_align: Δ > 0 against ΔR < 0 → 0; kl = mean(0.5, -1) = -0.25."""
+    shaped = REFUEL(kl_coef=0.1, penalty_reward_value=-10.0)
+    inputs = dict(ONE, ref_chosen_logps=ONE["old_chosen_logps"] - 0.5,
+                  ref_rejected_logps=ONE["old_rejected_logps"] + 1.0,
+                  chosen_ends_with_eos=torch.tensor([False]), rejected_ends_with_eos=torch.tensor([True]))
+    loss, m = shaped.loss(**inputs)
+    assert loss.item() == pytest.approx(160.0225, abs=1e-9)
+    assert m["sign_align"].item() == 0.0 and m["kl"].item() == pytest.approx(-0.25, abs=1e-12)
+    # with both responses ending with EOS and β = 0 the shaping does nothing: (1 - 0.5)² = 0.25
+    loss, _ = REFUEL(penalty_reward_value=-10.0).loss(**dict(inputs, chosen_ends_with_eos=torch.tensor([True])))
+    assert loss.item() == pytest.approx(0.25, abs=1e-12)

@@ -108,7 +108,9 @@ def batch():
 @pytest.mark.parametrize("epsilon_high", [0.2, 0.28])
 def test_loss_matches_trl(trl_compute_loss, batch, loss_type, beta, epsilon_high):
     logprobs, old, ref, mask, rewards = batch
-    algo = GRPO(epsilon_low=0.2, epsilon_high=epsilon_high, beta=beta, loss_type=loss_type)
+    # dr_grpo's constant: the padded length, what trl divides by when max_completion_length is T
+    algo = GRPO(epsilon_low=0.2, epsilon_high=epsilon_high, beta=beta, loss_type=loss_type,
+                max_completion_length=T if loss_type == "dr_grpo" else None)
     ours_in = logprobs.clone().requires_grad_()
     theirs_in = logprobs.clone().requires_grad_()
     ref_or_none = ref if beta > 0 else None

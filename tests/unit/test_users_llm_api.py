@@ -39,14 +39,16 @@ def api_user(server, tmp_path, option: str = "api", extra: tuple[str, ...] = ())
     ("Justification: the last Question: was vague.\nQuestion:  Why?  \n", UserTurn("Why?")),  # the LAST marker
     ("Question: Anything else? " + TERMINATE, UserTurn.end()),
     (TERMINATE, UserTurn.end()),  # nothing else to read, the marker ends the dialogue
+    # no "Question:": the whole reply is the question, as REFUEL's user_generator.py falls back to
+    ("  I would ask about the size.\n", UserTurn("I would ask about the size.")),
 ])
 def test_question_format_keeps_the_question(reply, turn):
     assert parse_user_reply(reply, "question") == turn
 
 
 @pytest.mark.parametrize("reply, reason", [
-    ("I would ask about the size.", "user simulator reply has no 'Question:'"),
     ("Justification: to learn more.\nQuestion:   ", "user simulator reply has an empty question"),
+    (" \n ", "user simulator reply is empty"),
 ])
 def test_question_format_reports_unparsable_replies(reply, reason):
     with pytest.raises(UnparsableReply, match=reason):
@@ -151,13 +153,13 @@ def test_api_user_failures_mark_only_their_dialogue(chat_server, tmp_path):
 
 
 def test_api_user_asks_again_while_the_reply_has_no_question(chat_server, tmp_path):
-    chat_server.script = lambda body, seen: Reply("Hmm, let me think." if seen < 2 else "Question: And then?")
+    chat_server.script = lambda body, seen: Reply("Justification: hmm.\nQuestion:" if seen < 2 else "Question: And then?")
     user = api_user(chat_server, tmp_path)
     assert user.respond(DIALOGUES[:2], [{}, {}]) == [UserTurn("And then?")] * 2
     assert chat_server.count == 6  # three attempts each
-    chat_server.script = lambda body, seen: Reply("Hmm, let me think.")
+    chat_server.script = lambda body, seen: Reply("Justification: hmm.\nQuestion: ")
     user = api_user(chat_server, tmp_path, extra=("user.max_attempts=2",))
-    assert user.respond([DIALOGUES[4]], [{}]) == [UserTurn.failed("user simulator reply has no 'Question:'")]
+    assert user.respond([DIALOGUES[4]], [{}]) == [UserTurn.failed("user simulator reply has an empty question")]
 
 
 def test_api_user_turns_repeat_from_the_cache_for_the_same_seed(chat_server, tmp_path):
@@ -191,9 +193,14 @@ def test_llm_user_runs_batched_and_reports_unparsable_replies(tiny_path):
     user = build(user_config("llm", overrides))
     assert isinstance(user, LLMUser)
     turns = user.respond(DIALOGUES[:3], [{}] * 3, seed=0)
-    # A random tiny model writes no "Question:" line: each dialogue fails with the reason, none is invented.
-    assert turns == [UserTurn.failed("user simulator reply has no 'Question:'")] * 3
-    assert user.chat.backend.calls == 2  # one batched generate per attempt for all three dialogues
+    # Greedy, the random tiny model writes nothing but special tokens: each dialogue fails with the reason,
+    # none is invented; one batched generate per attempt for all three dialogues
+    assert turns == [UserTurn.failed("user simulator reply is empty")] * 3
+    assert user.chat.backend.calls == 2
+    # Sampled, it writes text with no "Question:" line: the whole reply is the user's turn, as in REFUEL
+    user = build(user_config("llm", overrides[:-2] + ["user.local.temperature=1.0"]))
+    turns = user.respond(DIALOGUES[:3], [{}] * 3, seed=0)
+    assert all(t.failure is None and t.content and t.content == t.content.strip() for t in turns), turns
 
 
 def test_local_20q_oracle_asks_with_the_object_and_rejects_answers_that_are_not_yes_or_no(tiny_path):

@@ -1,0 +1,496 @@
+"""The online loop (`trainer=online`): fresh rollouts every update, single-turn or with a simulated user.
+
+One update, top to bottom (the loop never asks which algorithm it runs: the algorithm's `batch_kind`
+says how it samples and what its loss takes, the loss's signature which tensors):
+1. prompts: this process's share of the next `prompts_per_step` train openings of the task, from an
+   endless sequence of epochs (each a permutation seeded by (seed, epoch)), so the step is the position;
+2. sample and score (`rlhf.rollout.experience`): dialogues with the task's rules and the user simulator,
+   in chunks of `generation_prompts` openings each sampled under its own seed (the rollouts do not depend on
+   the number of processes); "group" and "rollout" batches take `samples_per_prompt` dialogues per
+   opening (GRPO, PPO), "pair" batches REFUEL's branched pairs (two samples per prompt for one turn: OPO).
+   The reward scores whole dialogues; an invalid score is counted and kept out of the advantages;
+3. log-probs: of the sampled tokens under the policy that sampled (before any update of this step; the
+   "old" policy of ratios and REFUEL's regression) and the reference policy; values with a value head;
+   the algorithm's targets over the whole batch ("rollout": PPO's GAE and whitening);
+4. update: `ppo_epochs` passes over the units (groups, pairs or rollouts) in `num_minibatches` shuffled
+   minibatches, one optimizer step each, split into `gradient_accumulation_steps` micro-batches;
+5. the KL controller (`kl_controller`: PPO's per-token KL coefficient, fixed or adaptive), metrics
+   (`metrics.jsonl`: losses, `rollout/*` statistics, `time/*` per phase), evaluation on held-out
+   dialogues (`rlhf.eval.dialogue_eval`), checkpoint.
+
+Resuming: a checkpoint holds the weights, optimizer, scheduler, RNG states, the KL controller and the step;
+prompts, sampling seeds and minibatch orders are functions of (seed, step), so a killed run started again
+with the same command ends with the weights of an uninterrupted one.
+
+Multi-turn credit (`credit`): by default the dialogue's reward trains every policy turn of the dialogue
+("group", "rollout" batches); "turn" makes each policy turn a sample with its own reward (the reward of
+the dialogue up to it, or with `forward` the multi-turn-aware score of simulated futures); "pair" batches
+train the branch turn only, on the reward of the dialogue's future (REFUEL). When the policy decides when
+a dialogue ends (a 20 Questions guess) the estimator stays an unbiased policy gradient only if nothing
+depends on the dialogue's length through the policy's choices: credit "dialogue" with a constant
+normaliser (GRPO's `dr_grpo`; `grpo` divides by the dialogue's tokens), or PPO (its value baseline depends
+on the state only). Credit "turn" with GRPO normalises within (prompt, turn index) groups, whose members
+are the dialogues that lasted that long: a baseline chosen by the dialogues' own lengths, biased towards
+dialogues that go on (verl#7244); use it for turn-level rewards with a fixed number of turns.
+"""
+
+import contextlib
+import copy
+import inspect
+import json
+import logging
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from accelerate.utils import gather_object, set_seed
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from rlhf.atomic import write_text
+from rlhf.data.examples import Examples
+from rlhf.data.tokenize import Tokenization
+from rlhf.eval.dialogue_eval import DialogueEvaluator
+from rlhf.eval.reward_eval import BackendFactory
+from rlhf.logging import JsonlLogger, Logger
+from rlhf.models.policy import Policy
+from rlhf.models.value_model import PolicyWithValueHead
+from rlhf.rewards.base import Reward
+from rlhf.rollout.experience import BranchedPairs, Experience, ForwardScoring, GroupSampler, Rules
+from rlhf.tasks.base import DialogueTask
+from rlhf.trainers.checkpoint import Preemption, latest_checkpoint, load_checkpoint, save_checkpoint
+from rlhf.trainers.offline import Averages, epoch_order, gathered, make_accelerator
+from rlhf.trainers.reference import ModelReference
+from rlhf.trainers.steps import OUTPUTS, PER_TOKEN_KINDS, REFERENCE_OUTPUTS, call_loss, call_with, logprob_temperature
+from rlhf.users.base import UserSimulator
+
+log = logging.getLogger(__name__)
+
+ONLINE_KINDS = ("group", "rollout", "pair")
+REFERENCES = ("frozen_copy", "disabled_adapter")
+
+
+class Stopwatch:
+    """Seconds per phase of one update (`time/<phase>` in the metrics)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, phase: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.perf_counter() - start
+
+    def timed(self, component, method: str, phase: str):
+        """`component` with the calls of `method` counted under `phase`."""
+        watch = self
+
+        class Timed:
+            def __getattr__(self, name):
+                attribute = getattr(component, name)
+                if name != method:
+                    return attribute
+
+                def call(*args, **kwargs):
+                    with watch(phase):
+                        return attribute(*args, **kwargs)
+                return call
+        return Timed()
+
+
+def step_seed(seed: int, step: int, offset: int) -> int:
+    """The sampling seed of the rollout chunk starting at prompt `offset` of update `step`."""
+    return ((seed * 1_000_003 + step) * 100_003 + offset) % 2**62
+
+
+class PromptStream:
+    """The train openings of each update: positions step * per_step ... of an endless sequence of epochs,
+    each a permutation of the task's train openings seeded by (seed, epoch)."""
+
+    def __init__(self, task: DialogueTask, per_step: int, seed: int):
+        self.openings, self.fields = task.openings("train")
+        if not self.openings:
+            raise ValueError(f"task {task.name!r} has no train openings to roll out")
+        self.per_step, self.seed, self.orders = per_step, seed, {}
+
+    def take(self, step: int, start: int, count: int) -> tuple[list[list[dict]], list[dict]]:
+        """Openings `start` .. `start + count` of update `step`."""
+        n, picked = len(self.openings), []
+        for position in range(step * self.per_step + start, step * self.per_step + start + count):
+            epoch, i = divmod(position, n)
+            if epoch not in self.orders:
+                self.orders = {epoch: epoch_order(n, self.seed, epoch)}
+            picked.append(self.orders[epoch][i])
+        return [self.openings[i] for i in picked], [self.fields[i] for i in picked]
+
+
+@torch.no_grad()
+def unit_outputs(outputs, examples: Examples, kind: str, names: tuple[str, ...], micro: int, device,
+                 prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors `names` of `outputs(batch)` for every unit of `examples`, as `<prefix><name>`: per unit
+    (U,) for pairs, per token (U, K, W) for sequence kinds (W = the longest sequence - 1, zero on padding),
+    computed `micro` units at a time."""
+    per_token = kind in PER_TOKEN_KINDS
+    width = max(len(s.input_ids) for unit in examples.items for s in unit) - 1
+    parts: dict[str, list[torch.Tensor]] = defaultdict(list)
+    for start in range(0, len(examples), micro):
+        positions = list(range(start, min(start + micro, len(examples))))
+        batch = examples.batch(positions).to(device)
+        values = outputs(batch)
+        for name in names:
+            value = values[name].float()
+            if per_token:
+                value = value * batch.attention_mask[:, 1:]
+                value = torch.nn.functional.pad(value, (0, width - value.shape[1])).view(len(positions), -1, width)
+            parts[prefix + name].append(value.cpu())
+    return {name: torch.cat(values) for name, values in parts.items()}
+
+
+def minibatch_inputs(kind: str, model, examples: Examples, positions: list[int], per_unit: dict[str, torch.Tensor],
+                     temperature: float, device) -> dict[str, torch.Tensor]:
+    """What a loss may take for the units `positions`: the model's outputs (with gradient), the units'
+    fields, and their slices of the update's per-unit tensors (old and reference log-probs, targets)."""
+    batch = examples.batch(positions).to(device)
+    inputs = OUTPUTS[kind](model, batch, temperature) | batch.fields
+    for name, value in per_unit.items():
+        value = value[positions]  # per unit (B,), or per token (B, K, W): cut to this minibatch's padding
+        inputs[name] = (value.flatten(0, 1)[:, :batch.input_ids.shape[1] - 1] if value.ndim == 3 else value).to(device)
+    if kind in PER_TOKEN_KINDS:
+        inputs["response_mask"] = batch.response_mask[:, 1:]
+    if kind == "rollout":
+        inputs["scores"], inputs["ends_with_eos"] = inputs.pop("rewards").flatten(), inputs.pop("ends_with_eos").flatten()
+    for name in REFERENCE_OUTPUTS[kind] + (("values",) if kind == "rollout" else ()):
+        if f"old_{name}" not in inputs:  # each unit is used once, by weights that have not moved since sampling
+            inputs[f"old_{name}"] = inputs[name].detach()
+    for name in REFERENCE_OUTPUTS[kind]:
+        inputs.setdefault(f"ref_{name}", None)  # no reference policy: a loss that can do without it gets None
+    return inputs
+
+
+def fit_online(
+    *,
+    policy: Policy,
+    algo,
+    task: DialogueTask,
+    backend: BackendFactory,
+    user: UserSimulator,
+    reward: Reward,
+    tokenization: Tokenization,
+    logger: Logger,
+    run_dir: str,
+    seed: int,
+    config: dict,
+    max_steps: int = 100,
+    prompts_per_step: int = 8,
+    samples_per_prompt: int = 4,
+    generation_prompts: int | None = None,
+    ppo_epochs: int = 1,
+    num_minibatches: int = 1,
+    gradient_accumulation_steps: int = 1,
+    learning_rate: float = 1e-5,
+    lr_scheduler: str = "constant",
+    warmup_steps: int = 0,
+    weight_decay: float = 0.0,
+    max_grad_norm: float = 1.0,
+    credit: str = "dialogue",
+    forward: dict | None = None,
+    horizon: str = "last",
+    kl_controller=None,
+    reference: str = "frozen_copy",
+    micro_batch_size: int = 16,
+    eval_every: int = 0,
+    checkpoint_every: int = 0,
+    keep_checkpoints: int = 2,
+    log_every: int = 1,
+    mixed_precision: str = "no",
+) -> dict[str, float]:
+    """Train `policy` with `algo` on fresh rollouts of `task` (module docstring); returns the final metrics
+    (also in final_metrics.json). prompts_per_step is global (over all processes); micro_batch_size bounds
+    the units of one forward pass of the log-prob passes."""
+    kind = algo.batch_kind
+    if kind not in ONLINE_KINDS:
+        raise ValueError(f"{type(algo).__name__} trains on {kind} batches of fixed data; the online loop trains "
+                         f"algorithms of {ONLINE_KINDS} batches (GRPO, PPO, DPO/OPO, REFUEL): use trainer=offline")
+    if reference not in REFERENCES:
+        raise ValueError(f"trainer.reference={reference!r}: online it is one of {REFERENCES} (precompute needs "
+                         "fixed data)")
+    for name, value in (("max_steps", max_steps), ("prompts_per_step", prompts_per_step), ("ppo_epochs", ppo_epochs),
+                        ("num_minibatches", num_minibatches), ("micro_batch_size", micro_batch_size),
+                        ("gradient_accumulation_steps", gradient_accumulation_steps)):
+        if value < 1:
+            raise ValueError(f"trainer.{name}={value} must be >= 1")
+    if kl_controller is not None and "kl_coef" not in call_parameters(algo):
+        raise ValueError(f"trainer.kl_controller sets a per-token KL coefficient, which {type(algo).__name__} "
+                         "does not take")
+    if kind == "pair":
+        if credit != "dialogue" or forward is not None:
+            raise ValueError("pair batches train the branch turn on the reward of its future (REFUEL): "
+                             "trainer.credit and trainer.forward are for group and rollout batches")
+        sampler = BranchedPairs(horizon, algo.keeps_ties)
+    else:
+        sampler = GroupSampler(samples_per_prompt, kind == "rollout", credit,
+                               ForwardScoring(**forward) if forward is not None else None)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    done = run_dir / "final_metrics.json"
+    if done.exists():
+        log.info("%s is complete already; delete it to train again", run_dir)
+        return json.loads(done.read_text())
+
+    accelerator = make_accelerator(gradient_accumulation_steps, mixed_precision)
+    deepspeed = accelerator.state.deepspeed_plugin
+    if deepspeed is not None:
+        deepspeed.deepspeed_config["train_micro_batch_size_per_gpu"] = 1
+        deepspeed.deepspeed_config["gradient_clipping"] = max_grad_norm
+    sharded = deepspeed is not None and deepspeed.zero_stage == 3
+    if sharded and task.max_turns > 1:
+        raise ValueError("under DeepSpeed ZeRO-3 every process must generate in step, which dialogues of "
+                         "different lengths do not: train dialogue tasks with ddp or ZeRO-2")
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if prompts_per_step % world:
+        raise ValueError(f"trainer.prompts_per_step={prompts_per_step} must divide among {world} processes")
+    share = prompts_per_step // world
+    chunk = generation_prompts or share
+    if share % chunk:
+        raise ValueError(f"trainer.generation_prompts={chunk} must divide the {share} prompts of each process")
+    set_seed(seed)
+    prompts = PromptStream(task, prompts_per_step, seed)
+    temperature = logprob_temperature(algo)
+
+    ref = None
+    if algo.needs_reference:  # the initial policy, before any checkpoint is loaded
+        if reference == "disabled_adapter" and not policy.has_adapter:
+            raise ValueError("trainer.reference=disabled_adapter needs a LoRA policy (set policy.lora)")
+        frozen = policy.model if reference == "disabled_adapter" else copy.deepcopy(policy.model).eval().requires_grad_(False)
+        ref = ModelReference(frozen, "group" if kind == "rollout" else kind, temperature,
+                             disable_adapter=reference == "disabled_adapter")
+    model = PolicyWithValueHead(policy.model, seed) if kind == "rollout" else policy.model
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
+    total_updates = max_steps * ppo_epochs * num_minibatches
+    scheduler = get_scheduler(lr_scheduler, optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_updates)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    view = Policy(accelerator.unwrap_model(model), policy.tokenizer, policy.path)
+
+    state: dict = {"step": 0}
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is not None:
+        state = load_checkpoint(accelerator, checkpoint)
+        log.info("resumed from %s (step %d of %d)", checkpoint, state["step"], max_steps)
+    if kl_controller is not None and "kl_controller" in state:
+        kl_controller.load_state_dict(state["kl_controller"])
+    main = accelerator.is_main_process
+    if main:
+        jsonl = JsonlLogger(run_dir / "metrics.jsonl", truncate_after=state["step"] if checkpoint else -1)
+        logger.start(run_dir, config)
+    evaluate = DialogueEvaluator(backend, user, reward, task, seed, log.info) if main or sharded else None
+
+    def log_metrics(metrics: dict[str, float], step: int) -> None:
+        if main:
+            jsonl.log(metrics, step)
+            logger.log(metrics, step)
+
+    def run_eval(step: int) -> dict[str, float]:
+        metrics = {f"eval/{k}": v for k, v in evaluate(view).items()} if evaluate is not None else {}
+        log_metrics(metrics, step)
+        return metrics
+
+    rules = Rules(task.max_turns, task.reply_to_last, task.done)
+    generator = backend(model=view.model, tokenizer=policy.tokenizer)
+    single_use = ppo_epochs == 1 and num_minibatches == 1  # old log-probs = the current ones, detached
+    step = state["step"]
+    if step == 0:
+        state["eval_before"] = run_eval(0)
+    bar = tqdm(total=max_steps, initial=step, desc="online training", disable=not main)
+    preemption = Preemption()
+    averaged: dict[str, float] = {}
+    while step < max_steps:
+        watch = Stopwatch()
+        with watch("step"):
+            # 1-2. this process's prompts, rolled out and scored
+            chunks = [(*prompts.take(step, rank * share + offset, chunk), step_seed(seed, step, rank * share + offset))
+                      for offset in range(0, share, chunk)]
+            with watch("rollout"):
+                experience = sampler(watch.timed(generator, "generate", "generation"),
+                                     watch.timed(user, "respond", "user"), watch.timed(reward, "score", "reward"),
+                                     rules, chunks, policy.tokenizer, tokenization)
+            metrics = rollout_metrics(experience, task)
+            examples = experience.examples
+            units = 0 if examples is None else len(examples)
+            window = Averages()
+            if total_units(accelerator, units) == 0:
+                log.warning("step %d: no rollout could be trained on (%s); no update", step + 1,
+                            json.dumps(experience.stats))
+                metrics["skipped"] = 1.0
+            else:
+                # 3. old and reference log-probs, values, the algorithm's targets over the batch
+                with watch("logprobs"):
+                    per_unit: dict[str, torch.Tensor] = {}
+                    if units:
+                        model.eval()
+                        if not single_use or kind == "rollout":
+                            names = REFERENCE_OUTPUTS[kind] + (("values",) if kind == "rollout" else ())
+                            per_unit |= unit_outputs(lambda b: OUTPUTS[kind](model, b, temperature), examples, kind,
+                                                     names, micro_batch_size, accelerator.device, "old_")
+                        if ref is not None:
+                            per_unit |= unit_outputs(lambda b: ref(b, "train"), examples, kind,
+                                                     REFERENCE_OUTPUTS[ref.kind], micro_batch_size,
+                                                     accelerator.device, "ref_")
+                        model.train()
+                        if kind == "rollout":
+                            targets, target_metrics = rollout_targets(algo, examples, per_unit, kl_controller)
+                            per_unit |= targets
+                            metrics |= {f"rollout/{k}": float(v) for k, v in target_metrics.items()}
+                # 4. epochs x minibatches: loss, backward, optimizer step
+                with watch("train"):
+                    for epoch in range(ppo_epochs):
+                        order = torch.randperm(units, generator=torch.Generator().manual_seed(
+                            step_seed(seed, step, 10_000 + epoch))).tolist()
+                        for part in torch.tensor_split(torch.tensor(order, dtype=torch.long), num_minibatches):
+                            if total_units(accelerator, len(part)) == 0:
+                                continue  # no process has a unit for this minibatch: no step
+                            window.add(update(accelerator, model, optimizer, algo, examples, part.tolist(),
+                                              per_unit, temperature, params, max_grad_norm,
+                                              gradient_accumulation_steps, kl_controller))
+                            scheduler.step()
+            metrics = merged_rollout_metrics(accelerator, metrics)
+            if kl_controller is not None and "rollout/kl" in metrics:
+                kl_controller.update(metrics["rollout/kl"], n_steps=int(metrics["rollout/dialogues"]))
+                metrics["kl_coef"] = kl_controller.value
+        step += 1
+        bar.update()
+        averaged = window.across_processes().means()
+        metrics |= averaged | {"lr": scheduler.get_last_lr()[0]} | {f"time/{k}": v for k, v in watch.seconds.items()}
+        if step % log_every == 0 or step == max_steps:
+            log_metrics(metrics, step)
+            bar.set_postfix(loss=f"{averaged.get('loss', float('nan')):.4f}",
+                            reward=f"{metrics['rollout/reward_mean']:.3f}")
+        if kl_controller is not None:
+            state["kl_controller"] = kl_controller.state_dict()
+        if eval_every and step % eval_every == 0 and step < max_steps:
+            run_eval(step)
+        if checkpoint_every and step % checkpoint_every == 0 and step < max_steps:
+            save_checkpoint(accelerator, run_dir, step, state, keep_checkpoints)
+        if step < max_steps and preemption.requested(accelerator):
+            log.warning("%s: saving a checkpoint at step %d, then stopping", preemption.name, step)
+            if not (checkpoint_every and step % checkpoint_every == 0):
+                save_checkpoint(accelerator, run_dir, step, state, keep_checkpoints)
+            preemption.hand_over()
+    bar.close()
+
+    final = run_eval(max_steps)
+    save_checkpoint(accelerator, run_dir, max_steps, state, keep_checkpoints)
+    with gathered(view.model) if sharded else contextlib.nullcontext():
+        if main:
+            view.save(run_dir / "model")
+    result = {**{f"before/{k}": v for k, v in state.get("eval_before", {}).items()}, **final,
+              **{f"train/{k}": v for k, v in averaged.items()}}
+    if main:
+        write_text(done, json.dumps(result, indent=2))
+        jsonl.close()
+        logger.close()
+    preemption.release()
+    return result
+
+
+def total_units(accelerator, units: int) -> int:
+    """The units of an update over all processes (a collective call)."""
+    if accelerator.num_processes == 1:
+        return units
+    count = torch.tensor([float(units)], device=accelerator.device)
+    return int(accelerator.reduce(count, reduction="sum").item())
+
+
+COUNTS = ("rollout/dialogues", "rollout/invalid", "rollout/too_long", "rollout/mismatched_turns", "rollout/ended/",
+          "pairs/", "skipped")
+
+
+def merged_rollout_metrics(accelerator, metrics: dict[str, float]) -> dict[str, float]:
+    """The rollout statistics of all processes: counts summed, means weighted by each process's dialogues."""
+    if accelerator.num_processes == 1:
+        return metrics
+    parts = gather_object([metrics])
+    weights = [m.get("rollout/dialogues", 0.0) for m in parts]
+    merged = {}
+    for key in {k for m in parts for k in m}:
+        present = [(m[key], w) for m, w in zip(parts, weights) if key in m and m[key] == m[key]]
+        if key.startswith(COUNTS) or key.startswith("rollout/invalid/"):
+            merged[key] = sum(v for v, _ in present)
+        elif present:
+            total = sum(w for _, w in present)
+            merged[key] = sum(v * w for v, w in present) / total if total else sum(v for v, _ in present) / len(present)
+    return merged
+
+
+def call_parameters(algo) -> set[str]:
+    """The inputs the algorithm's loss (and targets, where its batch kind has them) can take."""
+    methods = [algo.loss] + ([algo.targets] if algo.batch_kind == "rollout" else [])
+    return {name for method in methods for name in inspect.signature(method).parameters}
+
+
+def rollout_targets(algo, examples: Examples, per_unit: dict[str, torch.Tensor], kl_controller):
+    """The algorithm's `targets` (PPO: advantages, returns) over all of the update's rollouts, per unit."""
+    batch = examples.batch(list(range(len(examples))))
+    width = batch.input_ids.shape[1] - 1
+    inputs = {name: value.flatten(0, 1)[:, :width] for name, value in per_unit.items()}
+    inputs |= {"scores": batch.fields["rewards"].flatten(), "ends_with_eos": batch.fields["ends_with_eos"].flatten(),
+               "response_mask": batch.response_mask[:, 1:]}
+    if kl_controller is not None:
+        inputs["kl_coef"] = kl_controller.value
+    targets, metrics = call_with(algo, algo.targets, inputs)
+    units = len(examples)
+    return {name: value.reshape(units, -1, value.shape[-1]).cpu() for name, value in targets.items()}, metrics
+
+
+def update(accelerator, model, optimizer, algo, examples: Examples, positions: list[int],
+           per_unit: dict[str, torch.Tensor], temperature: float, params, max_grad_norm: float, micro_steps: int,
+           kl_controller) -> dict[str, float]:
+    """One optimizer step on the units `positions`, in `micro_steps` micro-batches whose losses are weighted
+    by their share of the units (the minibatch's mean for losses that average over units). Returns the
+    step's metrics."""
+    metrics = Averages()
+    for micro in torch.tensor_split(torch.tensor(positions), micro_steps):
+        with accelerator.accumulate(model):
+            if len(micro):
+                inputs = minibatch_inputs(algo.batch_kind, model, examples, micro.tolist(), per_unit, temperature,
+                                          accelerator.device)
+                if kl_controller is not None:
+                    inputs["kl_coef"] = kl_controller.value
+                loss, step_metrics = call_loss(algo, inputs)
+                metrics.add({"loss": loss, **step_metrics}, weight=len(micro))
+                loss = loss * (len(micro) * micro_steps / len(positions))
+            else:  # an empty micro-batch still takes part in the collective gradient sync
+                loss = sum(p.sum() for p in params) * 0.0
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                grad_norm = accelerator.clip_grad_norm_(params, max_grad_norm)
+                if grad_norm is not None:
+                    metrics.add({"grad_norm": grad_norm})
+            optimizer.step()  # steps once the micro-batches are accumulated
+            optimizer.zero_grad()
+    return metrics.means()
+
+
+def rollout_metrics(experience: Experience, task: DialogueTask) -> dict[str, float]:
+    """Statistics of the update's rollouts: rewards, invalid scores by reason, how dialogues ended, turns,
+    response tokens, responses cut at the length limit, template mismatches, the task's own metrics."""
+    dialogues = experience.dialogues
+    metrics = {k: float(v) for k, v in experience.stats.items()}
+    turns = [reason for d in dialogues for reason in d.finish_reasons]
+    metrics["rollout/dialogues"] = float(len(dialogues))
+    metrics["rollout/turns_mean"] = sum(d.num_turns for d in dialogues) / max(len(dialogues), 1)
+    metrics["rollout/response_tokens_mean"] = sum(len(ids) for d in dialogues for ids in d.token_ids) / max(len(turns), 1)
+    metrics["rollout/truncated_fraction"] = sum(r == "length" for r in turns) / max(len(turns), 1)
+    for end in ("user", "done", "max_turns", "failed"):
+        metrics[f"rollout/ended/{end}"] = float(sum(d.end == end for d in dialogues))
+    per_dialogue = [task.dialogue_metrics(d.messages, d.fields) for d in dialogues]
+    for key in per_dialogue[0] if per_dialogue else []:
+        metrics[f"rollout/{key}_mean"] = sum(m[key] for m in per_dialogue) / len(per_dialogue)
+    return metrics

@@ -1,0 +1,142 @@
+"""The real `rlhf-train` with the online loop on the tiny model: each algorithm family trains on fresh
+rollouts (every trainable parameter changes), single-turn and against a simulated user, and a run killed
+with SIGKILL resumes to the weights and metrics of an uninterrupted one."""
+
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+
+from rlhf.models.tiny import tiny_model_path
+from tests.smoke.helpers import REPO, assert_finite, command, env, metrics, run, train_losses, weights
+
+pytestmark = pytest.mark.slow
+
+SAMPLE = "data/samples/ultrainteract_pair/train.jsonl"
+# pair batches train on pairs of different reward: word counts of 8-token replies are rarely equal
+FAMILIES = {
+    "grpo": ["algo=grpo"],
+    "dr_grpo": ["algo=dr_grpo", "trainer.ppo_epochs=2", "trainer.num_minibatches=2"],
+    "ppo": ["algo=ppo", "trainer.ppo_epochs=2", "trainer.num_minibatches=2"],
+    "opo": ["algo=opo", "reward=length", "backend.max_new_tokens=16"],
+    "refuel": ["algo=refuel", "algo.kl_coef=0.05", "algo.penalty_reward_value=-1",
+               "trainer.ppo_epochs=2"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_online_training_changes_every_parameter(tmp_path, tiny_cache, name):
+    run_dir = tmp_path / "run"
+    out = run("rlhf.train", run_dir, tiny_cache, "experiment=online_debug", "trainer.learning_rate=1e-3",
+              *FAMILIES[name])
+    logged = metrics(run_dir)
+    steps = [m for m in logged if "loss" in m]
+    assert [m["step"] for m in steps] == [1, 2, 3, 4]
+    assert_finite([m["loss"] for m in steps])
+    for m in steps:  # rollout statistics and where the time went, every update
+        assert m["rollout/dialogues"] > 0 and m["rollout/invalid"] >= 0 and "rollout/reward_mean" in m
+        assert {"time/generation", "time/reward", "time/logprobs", "time/train", "time/step"} <= m.keys()
+    before = weights(tiny_model_path(tiny_cache))
+    after = weights(run_dir / "model")
+    trained = {k for k in after if k in before}
+    assert trained == set(before), "the saved policy lacks weights of the initial one"
+    unchanged = [k for k in trained if torch.equal(before[k], after[k])]
+    assert not unchanged, f"parameters not updated by online {name}: {unchanged}"
+    final = json.loads((run_dir / "final_metrics.json").read_text())
+    assert {"before/eval/reward_mean", "eval/reward_mean", "train/loss"} <= final.keys()
+    assert "reward after training" in out.stdout
+
+
+def test_ppo_keeps_its_value_head_and_adapts_the_kl_coefficient(tmp_path, tiny_cache):
+    run_dir = tmp_path / "run"
+    controller = "{_target_: rlhf.algos.ppo.AdaptiveKLController, init_kl_coef: 0.2, target: 0.001, horizon: 10}"
+    run("rlhf.train", run_dir, tiny_cache, "experiment=online_debug", "algo=ppo", f"trainer.kl_controller={controller}",
+        "trainer.learning_rate=1e-3", "trainer.ppo_epochs=2")
+    assert (run_dir / "model" / "value_head.safetensors").exists()
+    steps = [m for m in metrics(run_dir) if "loss" in m]
+    assert steps[0]["rollout/kl"] == 0.0  # the first rollout is sampled by the reference itself
+    # after each update β follows the controller's rule on the update's KL (Ziegler et al.'s horizon form)
+    expected, beta = [], 0.2
+    for m in steps:
+        error = min(max(m["rollout/kl"] / 0.001 - 1, -0.2), 0.2)
+        beta *= 1 + error * m["rollout/dialogues"] / 10
+        expected.append(beta)
+    assert [m["kl_coef"] for m in steps] == pytest.approx(expected, rel=1e-9)
+    assert len(set(expected)) == 4  # the coefficient moved every update
+
+
+def test_grpo_plays_twenty_questions_against_the_oracle(tmp_path, tiny_cache):
+    """Multi-turn: games of up to 3 questions against the knowledge-base oracle the task brings, scored by
+    exact success; every policy turn of a game is trained on."""
+    run_dir = tmp_path / "run"
+    run("rlhf.train", run_dir, tiny_cache, "experiment=online_debug", "algo=grpo", "task=twenty_questions",
+        "reward=twenty_questions_infogain", "task.max_turns=3")
+    config = (run_dir / "config.yaml").read_text()
+    assert "rlhf.users.oracle.TwentyQuestionsOracle" in config
+    steps = [m for m in metrics(run_dir) if "loss" in m]
+    assert all(m["rollout/turns_mean"] > 1 for m in steps)
+    assert all({"rollout/success_mean", "rollout/questions_mean"} <= m.keys() for m in steps)
+    final = json.loads((run_dir / "final_metrics.json").read_text())
+    assert {"eval/success_mean", "eval/return_mean", "eval/turns_mean"} <= final.keys()
+
+
+def test_refuel_on_ultrainteract_with_the_simulated_user(tmp_path, tiny_cache):
+    """The design card's `rlhf-train algo=refuel task=ultrainteract` on the bundled sample: the task brings
+    the online loop and its user (REFUEL's user prompt on the policy's own model, here the tiny one)."""
+    run_dir = tmp_path / "run"
+    run("rlhf.train", run_dir, tiny_cache, "algo=refuel", "task=ultrainteract", f"task.train_path={SAMPLE}",
+        "trainer.max_steps=2", "trainer.prompts_per_step=2", "task.num_eval_prompts=2", "task.max_turns=2",
+        "backend.max_new_tokens=8")
+    steps = [m for m in metrics(run_dir) if "loss" in m]
+    assert len(steps) == 2 and all(m["rollout/ended/failed"] == 0 for m in steps)
+    assert max(m["rollout/turns_mean"] for m in steps) > 1  # the simulated user answered
+
+
+def test_offline_only_algorithms_are_refused_online(tmp_path, tiny_cache):
+    result = subprocess.run(command("rlhf.train", tmp_path / "run", "experiment=online_debug", "algo=sft"),
+                            cwd=REPO, env=env(tiny_cache), capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "SFT trains on sequence batches of fixed data; the online loop trains algorithms of" in result.stderr
+
+
+RESUME = {  # one per algorithm family, and a dialogue task
+    "grpo": ["algo=grpo", "trainer.ppo_epochs=2"],
+    "ppo": ["algo=ppo", "trainer.num_minibatches=2"],
+    "opo": ["algo=opo", "reward=length", "backend.max_new_tokens=16"],
+    "refuel": ["algo=refuel"],
+    "twenty_questions": ["algo=grpo", "task=twenty_questions", "reward=twenty_questions_infogain",
+                         "task.max_turns=3"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(RESUME))
+def test_killed_online_run_resumes_to_the_same_weights(tmp_path, tiny_cache, name):
+    overrides = ["experiment=online_debug", "trainer.max_steps=8", "trainer.checkpoint_every=3",
+                 "trainer.eval_every=4", "trainer.learning_rate=1e-3", "trainer.lr_scheduler=cosine",
+                 "trainer.warmup_steps=2", *RESUME[name]]
+    whole = tmp_path / "whole"
+    run("rlhf.train", whole, tiny_cache, *overrides)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(command("rlhf.train", killed, *overrides), cwd=REPO, env=env(tiny_cache),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (killed / "checkpoints" / "step-00000003" / "trainer_state.json").exists():
+        assert proc.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "final_metrics.json").exists(), "the run finished before it could be killed"
+
+    out = run("rlhf.train", killed, tiny_cache, *overrides)
+    assert "resumed from" in out.stderr + out.stdout
+    a, b = weights(whole / "model"), weights(killed / "model")
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run's"
+    steps = [m["step"] for m in metrics(killed) if "loss" in m]
+    assert steps == list(range(1, 9)), "steps logged twice or missing"
+    strip = lambda ms: [{k: v for k, v in m.items() if not k.startswith("time/")} for m in ms]  # noqa: E731
+    assert strip(metrics(killed)) == strip(metrics(whole))
+    assert json.loads((killed / "final_metrics.json").read_text()) == json.loads((whole / "final_metrics.json").read_text())

@@ -23,6 +23,8 @@ class HFBackend:
         seed), so a fresh backend reproduces the same sequence of outputs, successive calls differ, and the
         caller's RNG is untouched.
     batch_size: prompts per `generate` call, counting each of the `num_samples` repeats.
+    synced_gpus: keep generating until every process is done (DeepSpeed ZeRO-3, whose forward passes gather
+        the sharded weights from all processes); set by the online loop, not a config key.
     """
 
     in_process_weights = True  # samples the weights being trained
@@ -39,6 +41,7 @@ class HFBackend:
         stop_strings: list[str] | None = None,
         seed: int = 0,
         batch_size: int = 32,
+        synced_gpus: bool = False,
     ) -> None:
         if temperature < 0:
             raise ValueError(f"backend.temperature={temperature} must be >= 0 (0 is greedy)")
@@ -54,6 +57,7 @@ class HFBackend:
         self.stop_strings = list(stop_strings or [])
         self.seed = seed
         self.batch_size = batch_size
+        self.synced_gpus = synced_gpus
         self.eos_ids = eos_ids(model.generation_config, tokenizer)  # generation stops at, and we cut at, any
         self.decode = CompletionDecoder(tokenizer, self.eos_ids, self.stop_strings)
         self.calls = 0
@@ -107,6 +111,7 @@ class HFBackend:
             pad_token_id=pad_id,
             stop_strings=self.stop_strings or None,
             tokenizer=self.tokenizer,
+            synced_gpus=self.synced_gpus,
             **sampling,
         )  # (B, T + N), N <= max_new_tokens
         return output[:, width:].tolist()

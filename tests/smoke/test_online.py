@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from rlhf.models.tiny import tiny_model_path
-from tests.smoke.helpers import REPO, assert_finite, command, env, metrics, run, train_losses, weights
+from tests.smoke.helpers import REPO, assert_finite, command, env, metrics, run, weights
 
 pytestmark = pytest.mark.slow
 

@@ -10,9 +10,11 @@ Not a test: a script that trains and reports, on 2 CPU cores, within a few minut
    group 1 0.3 bag-of-words + 0.7 "calm" words), GRPO from the same start against (a) the min over the heads
    of a SharedRep reward model (`experiment=sharedrep_rm`) and (b) a pooled Bradley-Terry reward model
    (`algo=rm`) trained on the same pairs; each policy's mean gold score of each group on 64 held-out prompts.
-3. "twenty_questions": a tiny policy SFT'd on games of a greedy asker against the knowledge-base oracle
-   (START_GAMES games), then online GRPO against `reward=twenty_questions_success`; the success rate on the
-   first 64 of the benchmark's evaluation objects before and after.
+3. "twenty_questions": the game on TQ_OBJECTS objects (the first of each of the first categories, so the
+   tiny model can spell them) and TQ_TURNS questions, against the knowledge-base oracle. The start: SFT on
+   TQ_GAMES games of a random asker (each turn an attribute question or a guess of an object not yet
+   guessed, at random); then online Dr. GRPO against `reward=twenty_questions_success`; the success rate on
+   the benchmark's evaluation games of those objects (each played TQ_EVAL_REPEATS times) before and after.
 A figure "raised" when after - before > 2 * sqrt(se_before^2 + se_after^2).
 
     python bench/online_learning_check.py --out outputs/online_learning_check [--checks bow,pluralistic,...]
@@ -53,43 +55,64 @@ PLURALISTIC_RMS = {
 }
 PLURALISTIC_PROMPTS = ["task=prompts", f"task.train_path={SYNTHETIC / 'pluralistic_train.jsonl'}",
                        f"task.eval_path={SYNTHETIC / 'pluralistic_eval.jsonl'}", "task.eval_split=train"]
-START_GAMES = 158  # one greedy game per object
-TQ_START = ["algo=sft", "task=synthetic_dialogues", "trainer.max_steps=400", "trainer.learning_rate=1e-3",
-            "trainer.eval_every=0", "trainer.batch_size=16", "data.max_length=512"]
-TQ_ONLINE = ["algo=grpo", "task=twenty_questions", "reward=twenty_questions_success", "trainer.max_steps=40",
-             "trainer.learning_rate=1e-4", "trainer.samples_per_prompt=4", "trainer.prompts_per_step=8",
+TQ_OBJECTS, TQ_TURNS, TQ_GAMES = 10, 5, 400
+TQ_EVAL_REPEATS = 3  # each recorded evaluation game of those objects is played this many times
+TQ_START = ["algo=sft", "task=synthetic_dialogues", "trainer.max_steps=300", "trainer.learning_rate=1e-3",
+            "trainer.eval_every=0", "trainer.batch_size=16"]
+TQ_ONLINE = ["algo=dr_grpo", "task=twenty_questions", "reward=twenty_questions_success", "trainer.max_steps=200",
+             "trainer.learning_rate=5e-4", "trainer.samples_per_prompt=8", "trainer.prompts_per_step=8",
              "backend.max_new_tokens=16", "trainer.eval_every=0", "trainer.checkpoint_every=0",
-             "algo.loss_type=dr_grpo", "algo.scale_rewards=false"]
+             f"task.max_turns={TQ_TURNS}", "task.num_eval_prompts=1000"]
 
 
 def raised(before: float, se_b: float, after: float, se_a: float) -> bool:
     return after - before > 2 * math.sqrt(se_b**2 + se_a**2)
 
 
-def greedy_games(path: Path) -> None:
-    """One game per object of a greedy asker against the knowledge-base oracle (the attribute question of
-    largest information gain while one helps, then guesses of the remaining candidates), as conversations."""
-    from rlhf.tasks.twenty_questions import MAX_QUESTIONS, YES
+def twenty_questions_files(out: Path) -> dict[str, Path]:
+    """The game on TQ_OBJECTS objects: objects, attributes and evaluation games files of those objects."""
+    from rlhf.tasks.twenty_questions import OBJECTS_PATH
+    from rlhf.tasks.twenty_questions_kb import ATTRIBUTES_PATH
+    from rlhf.tasks.twenty_questions_task import EVAL_GAMES_PATH
+
+    categories = json.loads(Path(OBJECTS_PATH).read_text())
+    kept = dict(list((category, words[:1]) for category, words in categories.items())[:TQ_OBJECTS])
+    names = {words[0][0] for words in kept.values()}
+    attributes = json.loads(Path(ATTRIBUTES_PATH).read_text())
+    attributes["objects"] = {k: v for k, v in attributes["objects"].items() if k in names}
+    games = [g for g in json.loads(Path(EVAL_GAMES_PATH).read_text()) if g["word"][0] in names] * TQ_EVAL_REPEATS
+    files = {"objects": out / "tq_objects.json", "attributes": out / "tq_attributes.json",
+             "games": out / "tq_eval_games.json"}
+    for key, value in (("objects", kept), ("attributes", attributes), ("games", games)):
+        files[key].write_text(json.dumps(value))
+    return files
+
+
+def random_games(files: dict[str, Path], path: Path) -> None:
+    """TQ_GAMES games of a random asker against the knowledge-base oracle of these objects: each turn an
+    attribute question or a guess of an object not yet guessed, with equal chance, until a correct guess or
+    TQ_TURNS questions; as conversations ending with the asker's turn."""
+    from rlhf.tasks.twenty_questions import YES
     from rlhf.tasks.twenty_questions_kb import KnowledgeBaseOracle
     from rlhf.tasks.twenty_questions_task import OPENING
 
-    oracle = KnowledgeBaseOracle()
-    rows = []
-    for secret in oracle.objects:
-        history: list[tuple[str, str]] = []
-        while len(history) < MAX_QUESTIONS:
-            candidates = oracle.candidates(history)
-            gain, question = max((oracle.information_gain(q, candidates), q) for q in oracle.questions.values())
-            if gain <= 0:
-                question = f"Is it a {candidates[0]}?"
-            history.append((question, oracle.answer(question, secret)))
-            if gain <= 0 and history[-1][1] == YES:
-                break
-        messages = [{"role": "user", "content": OPENING}]
-        for question, answer in history:
+    oracle = KnowledgeBaseOracle(files["objects"], files["attributes"])
+    rng, rows = random.Random(0), []
+    for game in range(TQ_GAMES):
+        secret = oracle.objects[game % len(oracle.objects)]
+        messages, guessed = [{"role": "user", "content": OPENING}], []
+        for _ in range(TQ_TURNS):
+            left = [o for o in oracle.objects if o not in guessed]
+            if rng.random() < 0.5:
+                question = rng.choice(list(oracle.questions.values()))
+            else:
+                guessed.append(rng.choice(left))
+                question = f"Is it a {guessed[-1]}?"
+            answer = oracle.answer(question, secret)
             messages += [{"role": "assistant", "content": question}, {"role": "user", "content": answer}]
-        rows.append({"messages": messages[:-1]})  # a conversation ends with the asker's turn
-    random.Random(0).shuffle(rows)
+            if question.startswith("Is it a ") and answer == YES and guessed and guessed[-1] == secret:
+                break
+        rows.append({"messages": messages[:-1]})
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -169,11 +192,11 @@ def main() -> None:
             g["minority_raised"] = raised(s["minority_gold"], s["minority_gold_stderr"], g["minority_gold"],
                                           g["minority_gold_stderr"])
     if "twenty_questions" in checks:
-        games = out / "greedy_games.jsonl"
-        if not games.exists():
-            greedy_games(games)
+        files, games = twenty_questions_files(out), out / "tq_games.jsonl"
+        random_games(files, games)
         run("tq-start", [*TQ_START, f"task.train_path={games}", f"task.eval_path={games}"])
-        metrics, seconds = run("tq-grpo", [*TQ_ONLINE, f"policy.path={out / 'tq-start' / 'model'}"])
+        game = [f"task.objects_path={files['objects']}", f"task.eval_games_path={files['games']}"]
+        metrics, seconds = run("tq-grpo", [*TQ_ONLINE, *game, f"policy.path={out / 'tq-start' / 'model'}"])
         before, after = metrics["before/eval/success_mean"], metrics["eval/success_mean"]
         se_b, se_a = metrics["before/eval/success_stderr"], metrics["eval/success_stderr"]
         report["twenty_questions"] = {"before": before, "before_stderr": se_b, "after": after, "after_stderr": se_a,

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
@@ -69,15 +70,21 @@ def load_reward_model(
     revision: str | None = None,
     trust_remote_code: bool = False,
     seed: int = 0,
+    lora: dict | None = None,
 ) -> Policy:
     """A reward model to train, from the weights of a (causal or classifier) model at `path` (hub id or dir).
 
     The new heads are initialised under `seed`. `freeze_backbone` trains the heads only (MaxMin, SharedRep).
+    lora: keyword arguments of `peft.LoraConfig` for a plain reward model (one head): the backbone gets
+        adapters, the score head is trained in full (D2PO's discriminator, LoRA r 8, alpha 32).
     """
     if dtype not in DTYPES:
         raise ValueError(f"policy.dtype={dtype!r} is not one of {sorted(DTYPES)}")
     if num_groups < 1 or (shared_dim is not None and shared_dim < 1):
         raise ValueError(f"policy.num_groups={num_groups} and policy.shared_dim={shared_dim} must be >= 1")
+    if lora is not None and (num_groups != 1 or shared_dim is not None or freeze_backbone):
+        raise ValueError("policy.lora adapts a plain reward model (num_groups 1, no shared_dim, backbone not "
+                         "frozen); group heads train over a frozen backbone")
     tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -88,6 +95,8 @@ def load_reward_model(
             model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **kwargs)
             model.config.pad_token_id = tokenizer.pad_token_id
             model.base_model.requires_grad_(not freeze_backbone)
+            if lora is not None:
+                model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", **lora))
         else:
             model = GroupRewardModel(AutoModel.from_pretrained(path, **kwargs), num_groups, shared_dim, freeze_backbone)
     return Policy(model=model, tokenizer=tokenizer, path=path)

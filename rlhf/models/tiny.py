@@ -150,7 +150,8 @@ def load_tiny_reward_model(
     freeze_backbone: bool = False,
     dtype: str = "float32",
     seed: int = 0,
+    lora: dict | None = None,
 ) -> Policy:
     """A reward model on the tiny backbone (see `rlhf.models.reward_model.load_reward_model`)."""
     path = path or str(tiny_model_path(cache_dir, **architecture))
-    return load_reward_model(path, num_groups, shared_dim, freeze_backbone, dtype=dtype, seed=seed)
+    return load_reward_model(path, num_groups, shared_dim, freeze_backbone, dtype=dtype, seed=seed, lora=lora)

@@ -209,12 +209,15 @@ class BranchedPairs:
     score both dialogues cut after turn L, and pair the two responses at turn h. A single-turn task
     branches at h = 0: two samples per prompt (OPO, Singhal et al. 2024). Pairs with an invalid score are
     dropped; so are ties unless `keep_ties` (the algorithm's `keeps_ties`: a tie is no preference, but a
-    regression on the reward gap can use it). Only turn h of each dialogue is trained on."""
+    regression on the reward gap can use it). Only turn h of each dialogue is trained on.
 
-    def __init__(self, horizon: str, keep_ties: bool):
+    The reward scores both dialogues of every pair, unless a `labeller` (D2PO's live discriminator,
+    `rlhf.rewards.discriminator`) labels the pairs and asks the reward, its gold, about some of them."""
+
+    def __init__(self, horizon: str, keep_ties: bool, labeller=None):
         if horizon not in ("sampled", "last"):
             raise ValueError(f"trainer.horizon={horizon!r} must be 'sampled' or 'last'")
-        self.horizon, self.keep_ties = horizon, keep_ties
+        self.horizon, self.keep_ties, self.labeller = horizon, keep_ties, labeller
 
     def __call__(self, backend: Backend, user: UserSimulator, reward: Reward, rules: Rules, chunks: list[Chunk],
                  tokenizer: PreTrainedTokenizerBase, spec: Tokenization) -> Experience:
@@ -231,8 +234,14 @@ class BranchedPairs:
             first, second, branches = first + ones, second + twos, branches + drawn
         cut_first = [cut_after(d, L) for d, (_, L) in zip(first, branches)]
         cut_second = [cut_after(d, L - h) for d, (h, L) in zip(second, branches)]
-        scores = score_dialogues(reward, first + second, cut_first + cut_second)
-        stats = Counter()
+        if self.labeller is None:
+            scores = score_dialogues(reward, first + second, cut_first + cut_second)
+            stats = Counter({"pairs/reward_labels": len(first)})
+        else:
+            scores_a, scores_b, labelled = self.labeller.label(cut_first, cut_second, [d.fields for d in first], reward)
+            scores = [Invalid(f"user simulator failed: {d.failure}") if d.end == "failed" else score
+                      for d, score in zip(first + second, scores_a + scores_b)]
+            stats = Counter(labelled)
         units, values = [], {name: [] for name in PAIR_FIELDS}
         for i, ((h, _), a, b) in enumerate(zip(branches, first, second)):
             ra, rb = scores[i], scores[len(first) + i]

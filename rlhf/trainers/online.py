@@ -14,6 +14,8 @@ says how it samples and what its loss takes, the loss's signature which tensors)
    the algorithm's targets over the whole batch ("rollout": PPO's GAE and whitening);
 4. update: `ppo_epochs` passes over the units (groups, pairs or rollouts) in `num_minibatches` shuffled
    minibatches, one optimizer step each, split into `gradient_accumulation_steps` micro-batches;
+   With a `discriminator` (D2PO, `trainer=d2po`), pairs are labelled by a reward model trained as the
+   policy trains, the reward being the gold it asks about the pairs it is least sure of;
 5. the KL controller (`kl_controller`: PPO's per-token KL coefficient, fixed or adaptive), metrics
    (`metrics.jsonl`: losses, `rollout/*` statistics, `time/*` per phase), evaluation on held-out
    dialogues (`rlhf.eval.dialogue_eval`), checkpoint.
@@ -53,6 +55,7 @@ from rlhf.logging import JsonlLogger, Logger
 from rlhf.models.policy import Policy
 from rlhf.models.value_model import PolicyWithValueHead
 from rlhf.rewards.base import Reward
+from rlhf.rewards.discriminator import Discriminator
 from rlhf.rollout.experience import BranchedPairs, ForwardScoring, GroupSampler, Rules
 from rlhf.tasks.base import DialogueTask
 from rlhf.trainers.checkpoint import Preemption, latest_checkpoint, load_checkpoint, save_checkpoint
@@ -98,6 +101,7 @@ def fit_online(
     forward: dict | None = None,
     horizon: str = "last",
     kl_controller=None,
+    discriminator: Discriminator | None = None,
     reference: str = "frozen_copy",
     micro_batch_size: int = 16,
     eval_every: int = 0,
@@ -109,7 +113,7 @@ def fit_online(
     """Train `policy` with `algo` on fresh rollouts of `task` (module docstring); returns the final metrics
     (also in final_metrics.json). prompts_per_step is global (over all processes); micro_batch_size bounds
     the units of one forward pass of the log-prob passes."""
-    kind = algo.batch_kind
+    kind, watch = algo.batch_kind, Stopwatch()
     if kind not in ONLINE_KINDS:
         raise ValueError(f"{type(algo).__name__} trains on {kind} batches of fixed data; the online loop trains "
                          f"algorithms of {ONLINE_KINDS} batches (GRPO, PPO, DPO/OPO, REFUEL): use trainer=offline")
@@ -124,11 +128,14 @@ def fit_online(
     if kl_controller is not None and "kl_coef" not in call_parameters(algo):
         raise ValueError(f"trainer.kl_controller sets a per-token KL coefficient, which {type(algo).__name__} "
                          "does not take")
+    if discriminator is not None and kind != "pair":
+        raise ValueError(f"a discriminator labels pairs; {type(algo).__name__} trains on {kind} batches")
     if kind == "pair":
         if credit != "dialogue" or forward is not None:
             raise ValueError("pair batches train the branch turn on the reward of its future (REFUEL): "
                              "trainer.credit and trainer.forward are for group and rollout batches")
-        sampler = BranchedPairs(horizon, algo.keeps_ties)
+        sampler = BranchedPairs(horizon, algo.keeps_ties,
+                                discriminator and watch.timed(discriminator, "label", "discriminator"))
     else:
         sampler = GroupSampler(samples_per_prompt, kind == "rollout", credit,
                                ForwardScoring(**forward) if forward is not None else None)
@@ -149,6 +156,8 @@ def fit_online(
         raise ValueError("under DeepSpeed ZeRO-3 every process must generate in step, which dialogues of "
                          "different lengths do not: train dialogue tasks with ddp or ZeRO-2")
     world, rank = accelerator.num_processes, accelerator.process_index
+    if discriminator is not None and world > 1:
+        raise ValueError("the discriminator learns from one stream of pairs: train D2PO in one process")
     if prompts_per_step % world:
         raise ValueError(f"trainer.prompts_per_step={prompts_per_step} must divide among {world} processes")
     share = prompts_per_step // world
@@ -174,6 +183,8 @@ def fit_online(
     scheduler = get_scheduler(lr_scheduler, optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_updates)
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
+    if discriminator is not None:  # its weights, optimizer, gold pairs, window and budget go with the checkpoints
+        accelerator.register_for_checkpointing(discriminator.to(accelerator.device))
     view = Policy(accelerator.unwrap_model(model), policy.tokenizer, policy.path)
 
     state: dict = {"step": 0}
@@ -202,6 +213,8 @@ def fit_online(
     rules = Rules(task.max_turns, task.reply_to_last, task.done)
     # under ZeRO-3 the processes generate in step (each forward gathers the sharded weights)
     generator = backend(model=view.model, tokenizer=policy.tokenizer, **({"synced_gpus": True} if sharded else {}))
+    generator, user, reward = (watch.timed(generator, "generate", "generation"), watch.timed(user, "respond", "user"),
+                               watch.timed(reward, "score", "reward"))
     old_pass = not (ppo_epochs == 1 and num_minibatches == 1) or kind == "rollout"  # else: current, detached
     step = state["step"]
     if step == 0:
@@ -210,15 +223,13 @@ def fit_online(
     preemption = Preemption()
     averaged: dict[str, float] = {}
     while step < max_steps:
-        watch, window = Stopwatch(), Averages()
+        window = Averages()
         with watch("step"):
             # 1-2. sample and score this process's share of the update's prompts, chunk by chunk
             chunks = [(*prompts.take(step, start, chunk), step_seed(seed, step, start))
                       for start in range(rank * share, (rank + 1) * share, chunk)]
             with watch("rollout"):
-                experience = sampler(watch.timed(generator, "generate", "generation"),
-                                     watch.timed(user, "respond", "user"), watch.timed(reward, "score", "reward"),
-                                     rules, chunks, policy.tokenizer, tokenization)
+                experience = sampler(generator, user, reward, rules, chunks, policy.tokenizer, tokenization)
             metrics, examples = rollout_metrics(experience, task), experience.examples
             units = len(examples) if examples is not None else 0
             if total_units(accelerator, units) == 0:
@@ -251,7 +262,7 @@ def fit_online(
         step += 1
         bar.update()
         averaged = window.across_processes().means()
-        metrics |= averaged | {"lr": scheduler.get_last_lr()[0]} | {f"time/{k}": v for k, v in watch.seconds.items()}
+        metrics |= averaged | {"lr": scheduler.get_last_lr()[0]} | {f"time/{k}": v for k, v in watch.lap().items()}
         if step % log_every == 0 or step == max_steps:
             log_metrics(metrics, step)
             bar.set_postfix(loss=f"{averaged.get('loss', float('nan')):.4f}",
@@ -274,6 +285,8 @@ def fit_online(
     with gathered(view.model) if sharded else contextlib.nullcontext():
         if main:
             view.save(run_dir / "model")
+    if discriminator is not None:  # the reward model as trained, loadable by reward=reward_model reward.path=
+        Policy(discriminator.model, discriminator.tokenizer, "").save(run_dir / "discriminator")
     result = {**{f"before/{k}": v for k, v in state.get("eval_before", {}).items()}, **final,
               **{f"train/{k}": v for k, v in averaged.items()}}
     if main:

@@ -18,10 +18,15 @@ from rlhf.trainers.steps import OUTPUTS, PER_TOKEN_KINDS, REFERENCE_OUTPUTS, cal
 
 
 class Stopwatch:
-    """Seconds per phase of one update (`time/<phase>` in the metrics)."""
+    """Seconds per phase of an update (`time/<phase>` in the metrics), since the last `lap`."""
 
     def __init__(self):
         self.seconds: dict[str, float] = defaultdict(float)
+
+    def lap(self) -> dict[str, float]:
+        """The seconds of each phase since the last lap, and a fresh start."""
+        seconds, self.seconds = dict(self.seconds), defaultdict(float)
+        return seconds
 
     @contextmanager
     def __call__(self, phase: str):

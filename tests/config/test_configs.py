@@ -64,14 +64,15 @@ GROUPS = (*COMPONENT_GROUPS, "mode", "launcher", "experiment")
 # for a component group, EXPECTED_TYPE below (or, for the reward models, composites and pluralistic golds,
 # tests/config/test_reward_configs.py, which builds them on tiny local classifiers), so that every option
 # is known to be covered by these tests.
-NUM_OPTIONS = 101
+NUM_OPTIONS = 103
 # Reward options that wrap another reward option (its `_target_` nested under `reward.reward`).
 WRAPPERS = {"reward/noise", "reward/exponent"}
 # Options that build other components with them: a task that labels groups (its labelling and gold), the
 # online loop (the user simulator it talks to).
 NESTED = {"task/synthetic_pluralistic_pairs": ["groups._target_", "groups.gold._target_",
                                                "groups.gold.traits.bow._target_", "groups.gold.traits.calm._target_"],
-          "trainer/online": ["user._target_"]}
+          "trainer/online": ["user._target_"],
+          "trainer/d2po": ["user._target_", "discriminator._target_", "discriminator.model._target_"]}
 
 # What instantiating each component option builds (backend: after calling the partial with model/tokenizer).
 EXPECTED_TYPE = {
@@ -118,6 +119,7 @@ EXPECTED_TYPE = {
     "algo/rpo": DPO,
     "algo/sft": SFT,
     "algo/opo": DPO,
+    "algo/d2po": DPO,
     "algo/pro": PRO,
     "algo/refuel": REFUEL,
     "algo/rm": BradleyTerry,
@@ -131,6 +133,7 @@ EXPECTED_TYPE = {
     "trainer/offline": fit_offline,
     "trainer/alol": fit_alol,
     "trainer/online": fit_online,
+    "trainer/d2po": fit_online,
     "backend/hf": HFBackend,
     "backend/vllm": VLLMBackend,
     "logger/none": NoLogger,
@@ -212,6 +215,7 @@ def required_overrides(group: str, option: str, data_files, tiny_path, tiny_cach
         ("policy", "tiny_rm"): [f"policy.cache_dir={tiny_cache}"],
         ("user", "llm"): [f"policy.cache_dir={tiny_cache}"],  # the policy's model plays the user
         ("user", "llm_20q"): [f"user.local.path={tiny_path}"],
+        ("trainer", "d2po"): [f"trainer.discriminator.model.cache_dir={tiny_cache}"],
         ("reward", "contrastive_distill"): [f"reward.strong={tiny_path}", f"reward.weak={tiny_path}"],
         # the length filters measure with the policy's tokenizer: the session's tiny model
         **{("task", name): [f"task.train_path={SAMPLES / path}", f"task.eval_path={SAMPLES / path}",

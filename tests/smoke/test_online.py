@@ -9,6 +9,7 @@ import time
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from rlhf.models.tiny import tiny_model_path
 from tests.smoke.helpers import REPO, assert_finite, command, env, metrics, run, weights
@@ -24,6 +25,9 @@ FAMILIES = {
     "opo": ["algo=opo", "reward=length", "backend.max_new_tokens=16"],
     "refuel": ["algo=refuel", "algo.kl_coef=0.05", "algo.penalty_reward_value=-1",
                "trainer.ppo_epochs=2"],
+    # windows of 8 pairs (2 updates), 2 gold labels each: the discriminator trains from the third update on
+    "d2po": ["algo=d2po", "reward=length", "reward.unit=chars", "backend.max_new_tokens=16", "trainer.discriminator.window=8",
+             "trainer.discriminator.relabels=2"],
 }
 
 
@@ -38,7 +42,9 @@ def test_online_training_changes_every_parameter(tmp_path, tiny_cache, name):
     assert_finite([m["loss"] for m in steps])
     for m in steps:  # rollout statistics and where the time went, every update
         assert m["rollout/dialogues"] > 0 and m["rollout/invalid"] >= 0 and "rollout/reward_mean" in m
-        assert {"time/generation", "time/reward", "time/logprobs", "time/train", "time/step"} <= m.keys()
+        assert {"time/generation", "time/logprobs", "time/train", "time/step"} <= m.keys()
+        # the reward scores every rollout; D2PO's discriminator labels them, asking the gold about a few
+        assert ("time/discriminator" if name == "d2po" else "time/reward") in m
     before = weights(tiny_model_path(tiny_cache))
     after = weights(run_dir / "model")
     trained = {k for k in after if k in before}
@@ -48,6 +54,19 @@ def test_online_training_changes_every_parameter(tmp_path, tiny_cache, name):
     final = json.loads((run_dir / "final_metrics.json").read_text())
     assert {"before/eval/reward_mean", "eval/reward_mean", "train/loss"} <= final.keys()
     assert "reward after training" in out.stdout
+
+
+def test_d2po_spends_its_gold_labels_and_trains_its_discriminator(tmp_path, tiny_cache):
+    run_dir = tmp_path / "run"
+    run("rlhf.train", run_dir, tiny_cache, "experiment=online_debug", *FAMILIES["d2po"], "trainer.max_steps=6",
+        "trainer.discriminator.max_labels=5")
+    steps = [m for m in metrics(run_dir) if "loss" in m]
+    # 2 labels in each window of two updates, until max_labels: 2, 2, 4, 4, 5, 5
+    assert [m["d2po/gold_labels"] for m in steps] == [2, 2, 4, 4, 5, 5]
+    assert [m["d2po/updates"] for m in steps] == [0, 0, 1, 1, 1, 1]  # from the second window, once each
+    initial = load_file(tiny_model_path(tiny_cache) / "model.safetensors")
+    trained = load_file(run_dir / "discriminator" / "model.safetensors")
+    assert "score.weight" in trained and not torch.equal(trained["model.norm.weight"], initial["model.norm.weight"])
 
 
 def test_ppo_keeps_its_value_head_and_adapts_the_kl_coefficient(tmp_path, tiny_cache):
@@ -95,6 +114,35 @@ def test_refuel_on_ultrainteract_with_the_simulated_user(tmp_path, tiny_cache):
     assert max(m["rollout/turns_mean"] for m in steps) > 1  # the simulated user answered
 
 
+def test_refuel_setting_two_on_hh_dialogues_with_the_data_s_user_turns(tmp_path, tiny_cache):
+    """REFUEL setting two: HH dialogues whose user turns are the data's (user=dataset), whole dialogues
+    scored, setting two's shaping, linear decay."""
+    run_dir = tmp_path / "run"
+    sample = "data/samples/hh_rlhf_trl_style/train.jsonl"
+    run("rlhf.train", run_dir, tiny_cache, "algo=refuel", "task=hh", "user=dataset", "trainer=online",
+        f"task.train_path={sample}", f"task.eval_path={sample}", "algo.kl_coef=0.05", "algo.penalty_reward_value=-10",
+        "trainer.lr_scheduler=linear", "trainer.max_steps=2", "trainer.prompts_per_step=4", "task.num_eval_prompts=2",
+        "backend.max_new_tokens=8", "trainer.ppo_epochs=2")
+    steps = [m for m in metrics(run_dir) if "loss" in m]
+    assert len(steps) == 2 and max(m["rollout/turns_mean"] for m in steps) > 1
+    assert steps[1]["lr"] < steps[0]["lr"]
+    assert all("kl" in m for m in steps)  # the old policy's KL to the reference, in REFUEL's shaping
+
+
+def test_turn_credit_with_forward_scoring(tmp_path, tiny_cache):
+    """credit=turn: each question of a game is a sample, rewarded by the multi-turn-aware score of simulated
+    futures (two sessions of one more question) under the exact information gain."""
+    run_dir = tmp_path / "run"
+    run("rlhf.train", run_dir, tiny_cache, "experiment=online_debug", "algo=grpo", "task=twenty_questions",
+        "reward=twenty_questions_infogain", "task.max_turns=2", "trainer.max_steps=2", "trainer.credit=turn",
+        "trainer.forward={window: 1, num_samples: 2, cost_weight: 0.0, cost_cap: 1.0}")
+    steps = [m for m in metrics(run_dir) if "loss" in m]
+    assert len(steps) == 2 and all(m["rollout/turns_mean"] == 2 for m in steps)
+    for m in steps:  # an invalid score (an empty question) is counted with its reason
+        assert m["rollout/invalid"] == sum(v for k, v in m.items() if k.startswith("rollout/invalid/"))
+        assert m["loss"] == m["loss"]
+
+
 def test_offline_only_algorithms_are_refused_online(tmp_path, tiny_cache):
     result = subprocess.run(command("rlhf.train", tmp_path / "run", "experiment=online_debug", "algo=sft"),
                             cwd=REPO, env=env(tiny_cache), capture_output=True, text=True, timeout=300)
@@ -107,6 +155,7 @@ RESUME = {  # one per algorithm family, and a dialogue task
     "ppo": ["algo=ppo", "trainer.num_minibatches=2"],
     "opo": ["algo=opo", "reward=length", "backend.max_new_tokens=16"],
     "refuel": ["algo=refuel"],
+    "d2po": FAMILIES["d2po"],
     "twenty_questions": ["algo=grpo", "task=twenty_questions", "reward=twenty_questions_infogain",
                          "task.max_turns=3"],
 }

@@ -9,7 +9,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from rlhf.backends.hf import HFBackend
 from rlhf.data.tokenize import Tokenization, tokenize_conversation
 from rlhf.rollout.engine import Dialogue, rollout
-from rlhf.rollout.experience import fit_length, sampled_sequence
+from rlhf.rewards.twenty_questions import InformationGain
+from rlhf.rollout.experience import GroupSampler, Rules, fit_length, sampled_sequence
 from rlhf.tasks.twenty_questions_task import TwentyQuestionsTask
 from rlhf.users.oracle import TwentyQuestionsOracle
 
@@ -121,3 +122,30 @@ def test_sequences_longer_than_max_length(games, tokenizer):
         fit_length(sample, Tokenization(max_length=n - 3, truncation="error"), "game")
     with pytest.raises(ValueError, match="at least one policy turn"):
         sampled_sequence(tokenizer, d, [])
+
+
+def test_turn_credit_makes_each_policy_turn_a_sample(tiny_path, tokenizer):
+    """credit=turn: a group per (prompt, turn index) of its K dialogues; each sample trains one turn, in the
+    context of the dialogue before it, rewarded by the information gain of that turn's question."""
+    torch.manual_seed(0)
+    model = ends_turns(AutoModelForCausalLM.from_pretrained(tiny_path), tokenizer)
+    backend = HFBackend(model, tokenizer, max_new_tokens=7, seed=0)
+    task = TwentyQuestionsTask()
+    openings, fields = task.openings("train", 2)
+    sampler = GroupSampler(3, single=False, credit="turn")
+    rules = Rules(3, task.reply_to_last, task.done)
+    experience = sampler(backend, TwentyQuestionsOracle(), InformationGain(), rules, [(openings, fields, 5)],
+                         tokenizer, Tokenization(max_length=512))
+    dialogues = experience.dialogues
+    assert len(dialogues) == 6 and {d.num_turns for d in dialogues} <= {1, 2, 3}
+    examples = experience.examples
+    turns = {(i // 3, t) for i, d in enumerate(dialogues) for t in range(d.num_turns)}
+    assert len(examples) == len(turns)  # one unit per (prompt, turn) some dialogue reached
+    rewards = examples.fields["rewards"]  # (units, K)
+    for unit, row in zip(examples.items, rewards):
+        assert len(unit) == 3
+        trained = [{k for k in s.turn_ids if k >= 0} for s in unit]
+        assert all(len(t) == 1 for t in trained) and len({next(iter(t)) for t in trained}) == 1  # one turn each
+    # a dialogue that ended before a turn has no sample there: NaN, left out of its group
+    reached = sum(d.num_turns for d in dialogues)
+    assert int((~torch.isnan(rewards)).sum()) <= reached and int(torch.isnan(rewards).sum()) >= 3 * len(turns) - reached

@@ -15,6 +15,12 @@ Not a test: a script that trains and reports, on 2 CPU cores, within a few minut
    TQ_GAMES games of a random asker (each turn an attribute question or a guess of an object not yet
    guessed, at random); then online Dr. GRPO against `reward=twenty_questions_success`; the success rate on
    the benchmark's evaluation games of those objects (each played TQ_EVAL_REPEATS times) before and after.
+4. "d2po": from the same start, OPO on pairs labelled by (a) the gold itself (one gold label per pair), (b) a
+   static reward model (a Bradley-Terry RM trained on D2PO_RM_PAIRS gold-labelled pairs: D2PO with
+   max_labels 0, so it never asks nor learns) and (c) D2PO's live discriminator started from that RM
+   (D2PO_RELABELS gold labels per window of D2PO_WINDOW pairs); the held-out gold reward every 10 updates
+   against updates and against gold labels used, as d2po_curves.png, and each run's reward at equal
+   gold-label budgets.
 A figure "raised" when after - before > 2 * sqrt(se_before^2 + se_after^2).
 
     python bench/online_learning_check.py --out outputs/online_learning_check [--checks bow,pluralistic,...]
@@ -35,7 +41,7 @@ from learning_check import START_OVERRIDES, cached_run, summary
 
 REPO = Path(__file__).resolve().parents[1]
 SYNTHETIC = REPO / "data" / "synthetic"
-CHECKS = ("bow", "pluralistic", "twenty_questions")
+CHECKS = ("bow", "pluralistic", "twenty_questions", "d2po")
 
 # Per-family settings (a learning rate, a step budget, the samples of an update), chosen per family, never on
 # the eval prompts. Each update rolls out 16 prompts; replies of up to 24 tokens (the start's replies are
@@ -63,6 +69,55 @@ TQ_ONLINE = ["algo=dr_grpo", "task=twenty_questions", "reward=twenty_questions_s
              "trainer.learning_rate=5e-4", "trainer.samples_per_prompt=8", "trainer.prompts_per_step=8",
              "backend.max_new_tokens=16", "trainer.eval_every=0", "trainer.checkpoint_every=0",
              f"task.max_turns={TQ_TURNS}", "task.num_eval_prompts=1000"]
+
+
+D2PO_RM_PAIRS, D2PO_WINDOW, D2PO_RELABELS, D2PO_STEPS = 64, 64, 16, 60
+D2PO_RM = ["algo=rm", "task=synthetic_prefs", f"task.train_limit={D2PO_RM_PAIRS}", "trainer.max_steps=40",
+           "trainer.batch_size=16", "trainer.learning_rate=5e-4", "trainer.eval_every=0"]
+D2PO_COMMON = ["task=synthetic_prompts", *ONLINE[:2], "trainer.learning_rate=5e-5", f"trainer.max_steps={D2PO_STEPS}",
+               "trainer.eval_every=10", "trainer.checkpoint_every=0", "reward=bag_of_words"]
+
+
+def d2po_runs(rm: Path) -> dict[str, list[str]]:
+    live = ["algo=d2po", f"trainer.discriminator.model.path={rm}", f"trainer.discriminator.window={D2PO_WINDOW}",
+            f"trainer.discriminator.relabels={D2PO_RELABELS}"]
+    return {"opo_gold": ["algo=opo"], "opo_static_rm": [*live, "trainer.discriminator.max_labels=0"], "d2po": live}
+
+
+def gold_curve(run_dir: Path, name: str) -> list[dict]:
+    """(step, gold labels used, eval reward, stderr) at every evaluation of a run; the runs that start from the
+    trained reward model count the D2PO_RM_PAIRS gold-labelled pairs it was trained on."""
+    labels, points = (0.0 if name == "opo_gold" else float(D2PO_RM_PAIRS)), []
+    for m in (json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()):
+        if "loss" in m:
+            if name == "opo_gold":
+                labels += m["pairs/reward_labels"]  # every pair labelled by the gold
+            else:
+                labels = D2PO_RM_PAIRS + m["d2po/gold_labels"]
+        if "eval/reward_mean" in m:
+            points.append({"step": m["step"], "gold_labels": labels, "reward": m["eval/reward_mean"],
+                           "stderr": m["eval/reward_stderr"]})
+    return points
+
+
+def plot_curves(curves: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (by_step, by_labels) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, points in curves.items():
+        for axis, x in ((by_step, "step"), (by_labels, "gold_labels")):
+            axis.errorbar([p[x] for p in points], [p["reward"] for p in points],
+                          yerr=[p["stderr"] for p in points], marker="o", capsize=3, label=name)
+    by_step.set(xlabel="policy updates", ylabel="gold reward (held-out prompts)", title="gold reward by update")
+    by_labels.set(xlabel=f"gold labels used (with the {D2PO_RM_PAIRS} pairs the reward model was trained on)",
+                  title="gold reward by gold labels used")
+    by_labels.set_xscale("symlog", linthresh=50)
+    by_step.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
 
 
 def raised(before: float, se_b: float, after: float, se_a: float) -> bool:
@@ -205,6 +260,23 @@ def main() -> None:
                                       "questions_after": metrics["eval/questions_mean"],
                                       "seconds": round(seconds, 1), "overrides": TQ_ONLINE}
         progress(f"twenty questions success {before:.3f} ± {se_b:.3f} -> {after:.3f} ± {se_a:.3f}")
+    if "d2po" in checks:
+        if not start.exists():
+            run("start", START_OVERRIDES)
+        rm, _ = run("d2po-rm", D2PO_RM)
+        curves, report["d2po"] = {}, {"rm_accuracy": rm["eval/rewards/accuracy"]}
+        for name, overrides in d2po_runs(out / "d2po-rm" / "model").items():
+            metrics, seconds = run(f"d2po-{name}", [*D2PO_COMMON, f"policy.path={start}", *overrides])
+            curves[name] = gold_curve(out / f"d2po-{name}", name)
+            report["d2po"][name] = {"curve": curves[name], "seconds": round(seconds, 1),
+                                    "gold_labels": curves[name][-1]["gold_labels"]}
+        # the reward each run had reached when it had used the gold labels D2PO uses in all
+        budget = report["d2po"]["d2po"]["gold_labels"]
+        for name, points in curves.items():
+            within = [p for p in points if p["gold_labels"] <= budget]
+            report["d2po"][name]["at_d2po_budget"] = within[-1] if within else None
+        plot_curves(curves, out / "d2po_curves.png")
+        report["d2po"]["plot"] = str(out / "d2po_curves.png")
     (out / "online_learning_check.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
 

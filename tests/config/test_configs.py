@@ -33,6 +33,7 @@ from rlhf.rewards.gold import BagOfWords, Length
 from rlhf.tasks.dataset import DatasetTask
 from rlhf.trainers.alol import fit_alol
 from rlhf.trainers.offline import fit_offline
+from rlhf.trainers.iterative import fit_iterative
 from rlhf.trainers.online import fit_online
 from rlhf.rewards.contrastive import ContrastiveDistill
 from rlhf.rewards.judge import PairwiseJudge, PointwiseJudge
@@ -64,7 +65,7 @@ GROUPS = (*COMPONENT_GROUPS, "mode", "launcher", "experiment")
 # for a component group, EXPECTED_TYPE below (or, for the reward models, composites and pluralistic golds,
 # tests/config/test_reward_configs.py, which builds them on tiny local classifiers), so that every option
 # is known to be covered by these tests.
-NUM_OPTIONS = 103
+NUM_OPTIONS = 104
 # Reward options that wrap another reward option (its `_target_` nested under `reward.reward`).
 WRAPPERS = {"reward/noise", "reward/exponent"}
 # Options that build other components with them: a task that labels groups (its labelling and gold), the
@@ -72,7 +73,8 @@ WRAPPERS = {"reward/noise", "reward/exponent"}
 NESTED = {"task/synthetic_pluralistic_pairs": ["groups._target_", "groups.gold._target_",
                                                "groups.gold.traits.bow._target_", "groups.gold.traits.calm._target_"],
           "trainer/online": ["user._target_"],
-          "trainer/d2po": ["user._target_", "discriminator._target_", "discriminator.model._target_"]}
+          "trainer/d2po": ["user._target_", "discriminator._target_", "discriminator.model._target_"],
+          "trainer/iterative": ["user._target_", "generate._target_", "train._target_"]}
 
 # What instantiating each component option builds (backend: after calling the partial with model/tokenizer).
 EXPECTED_TYPE = {
@@ -134,6 +136,7 @@ EXPECTED_TYPE = {
     "trainer/alol": fit_alol,
     "trainer/online": fit_online,
     "trainer/d2po": fit_online,
+    "trainer/iterative": fit_iterative,
     "backend/hf": HFBackend,
     "backend/vllm": VLLMBackend,
     "logger/none": NoLogger,

@@ -62,7 +62,7 @@ PLURALISTIC_RMS = {
 PLURALISTIC_PROMPTS = ["task=prompts", f"task.train_path={SYNTHETIC / 'pluralistic_train.jsonl'}",
                        f"task.eval_path={SYNTHETIC / 'pluralistic_eval.jsonl'}", "task.eval_split=train"]
 TQ_OBJECTS, TQ_TURNS, TQ_GAMES = 10, 5, 400
-TQ_EVAL_REPEATS = 3  # each recorded evaluation game of those objects is played this many times
+TQ_EVAL_REPEATS = 8  # each recorded evaluation game of those objects is played this many times
 TQ_START = ["algo=sft", "task=synthetic_dialogues", "trainer.max_steps=300", "trainer.learning_rate=1e-3",
             "trainer.eval_every=0", "trainer.batch_size=16"]
 TQ_ONLINE = ["algo=dr_grpo", "task=twenty_questions", "reward=twenty_questions_success", "trainer.max_steps=200",

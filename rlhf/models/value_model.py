@@ -10,7 +10,8 @@ from transformers import PreTrainedModel
 
 
 class PolicyWithValueHead(nn.Module):
-    """`forward` returns `.logits` (B, T, V) of the policy and `.values` (B, T), V(state after token t).
+    """`forward` returns `.logits` (B, T, V) of the policy (or of its last positions) and `.values` (B, T),
+    V(state after token t).
 
     Generation goes to the wrapped policy, so backends and evaluators use it like the policy itself.
     """
@@ -22,8 +23,10 @@ class PolicyWithValueHead(nn.Module):
             torch.manual_seed(seed)
             self.value_head = nn.Linear(model.config.hidden_size, 1)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> SimpleNamespace:
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int = 0) -> SimpleNamespace:
+        """`logits_to_keep`: logits of the last positions only (0: all); values are of every position."""
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
+                         logits_to_keep=logits_to_keep)
         values = self.value_head(out.hidden_states[-1].to(self.value_head.weight.dtype)).squeeze(-1)  # (B, T)
         return SimpleNamespace(logits=out.logits, values=values)
 

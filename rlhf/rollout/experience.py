@@ -24,6 +24,7 @@ from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
 from rlhf.backends.base import Backend
+from rlhf.backends.completions import prompt_ids
 from rlhf.data.batch import collate_pairs
 from rlhf.data.examples import Examples, collate_groups
 from rlhf.data.tokenize import TokenizedSequence, Tokenization, tokenize_conversation, truncate
@@ -42,7 +43,8 @@ class SampledSequence:
 
     sequence: input_ids and turn_ids, where turn_ids is the dialogue's policy turn index (0-based, as in
         `Dialogue.policy_turns`) on every id the policy sampled in a trained turn, and -1 elsewhere.
-    mismatched: trained turns whose ids the chat template did not reproduce (their sampled ids were used).
+    mismatched: trained turns whose ids the chat template did not reproduce (their sampled ids were used);
+        0 for a single trained turn, which is never re-tokenised.
     ends_with_eos: whether the last trained turn ended on its own (an end-of-turn id or a stop string), not
         cut at the backend's length limit.
     """
@@ -54,9 +56,15 @@ class SampledSequence:
 
 def sampled_sequence(tokenizer: PreTrainedTokenizerBase, dialogue: Dialogue, turns: list[int]) -> SampledSequence:
     """The dialogue up to and including the last of `turns` (its policy turn indices), tokenised, with the
-    ids the policy sampled in `turns` marked (see module docstring)."""
+    ids the policy sampled in `turns` marked (see module docstring). A single turn is its prompt ids, exactly
+    as the backend prompted the policy with them, then the ids it sampled: nothing is re-tokenised."""
     if not turns:
         raise ValueError("a training sequence needs at least one policy turn")
+    if len(set(turns)) == 1:
+        (turn,) = set(turns)
+        prompt, sampled = prompt_ids(tokenizer, dialogue.prefix_before(turn)), list(dialogue.token_ids[turn])
+        return SampledSequence(TokenizedSequence(prompt + sampled, [-1] * len(prompt) + [turn] * len(sampled)), 0,
+                               dialogue.finish_reasons[turn] != "length")
     messages = dialogue.until_turn(max(turns))
     base = tokenize_conversation(tokenizer, messages)
     # tokenize_conversation numbers all assistant messages, the opening's included

@@ -25,7 +25,7 @@ from torch import Tensor
 from transformers import PreTrainedModel
 
 from rlhf.data.batch import PairBatch, SequenceBatch
-from rlhf.models.logprobs import logprobs_of, sequence_logps, token_logprobs
+from rlhf.models.logprobs import response_window, sequence_logps, token_logprobs, windowed_logprobs
 
 Batch = SequenceBatch | PairBatch
 Reference = Callable[[Batch, str], dict[str, Tensor]]
@@ -54,8 +54,8 @@ def reward_outputs(model, batch: PairBatch, temperature: float) -> dict[str, Ten
 
 
 def rollout_outputs(model, batch: SequenceBatch, temperature: float) -> dict[str, Tensor]:
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-    return {"logprobs": logprobs_of(out.logits, batch.input_ids, temperature),  # (N, T-1)
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=response_window(batch))
+    return {"logprobs": windowed_logprobs(out.logits, batch, temperature),  # (N, T-1)
             "values": out.values[:, :-1].float()}  # (N, T-1): value of the state each log-prob is taken in
 
 

@@ -77,17 +77,20 @@ def test_the_mask_selects_exactly_the_sampled_ids_turn_by_turn(games, tokenizer)
 
 
 def test_a_turn_cut_at_the_length_limit_trains_no_end_of_turn(games, tokenizer):
-    d = next(d for d in games if "length" in d.finish_reasons)
+    """Among several trained turns, a turn cut at the limit is followed by the end-of-turn token the template
+    adds, which is not trained; a single trained turn is the policy's prompt ids, then the ids it sampled."""
+    d = next(d for d in games if "length" in d.finish_reasons[:-1])
     turn = d.finish_reasons.index("length")
-    sample = sampled_sequence(tokenizer, d, [turn])
+    sample = sampled_sequence(tokenizer, d, list(range(d.num_turns)))
     ids, marks = sample.sequence.input_ids, sample.sequence.turn_ids
     last = max(i for i, k in enumerate(marks) if k == turn)
     assert tokenizer.eos_token_id not in trained_ids(sample, turn)
     assert ids[last + 1] == tokenizer.eos_token_id and marks[last + 1] == -1  # the template's, not trained
-    assert not sample.ends_with_eos or turn != d.num_turns - 1
-    # only the chosen turn is trained; the sequence ends after it
-    assert set(marks) == {-1, turn}
-    assert tokenizer.decode(ids).endswith(tokenizer.decode(d.token_ids[turn]) + "<|end|>\n")
+    single = sampled_sequence(tokenizer, d, [turn])
+    prompt = tokenizer.apply_chat_template(d.prefix_before(turn), add_generation_prompt=True, return_dict=False)
+    assert single.sequence.input_ids == prompt + d.token_ids[turn]
+    assert single.sequence.turn_ids == [-1] * len(prompt) + [turn] * len(d.token_ids[turn])
+    assert single.mismatched == 0 and not single.ends_with_eos
 
 
 def test_ids_the_template_does_not_reproduce_are_spliced_in_and_counted(tokenizer):
@@ -103,7 +106,7 @@ def test_ids_the_template_does_not_reproduce_are_spliced_in_and_counted(tokenize
     d.messages += [{"role": "assistant", "content": text}, {"role": "user", "content": "and?"},
                    {"role": "assistant", "content": text}]
     d.token_ids = [spelled + [eos], canonical + [eos]]
-    sample = sampled_sequence(tokenizer, d, [0, 1])
+    sample = sampled_sequence(tokenizer, d, [0, 1])  # turn 1 is trained in a context that holds turn 0's ids
     assert sample.mismatched == 1
     assert trained_ids(sample, 0) == spelled + [eos] and trained_ids(sample, 1) == canonical + [eos]
     template = tokenize_conversation(tokenizer, d.messages).input_ids

@@ -56,8 +56,8 @@ def test_reference_is_the_initial_policy(tiny_path, tmp_path, mode):
 
 @pytest.mark.parametrize("mode", ["frozen_copy", "precompute"])
 def test_per_token_reference_of_sequences(tiny_path, tmp_path, mode):
-    """Sequence batches get (N, T-1) reference log-probs equal to the initial policy's on real positions, in
-    whatever batch (and padding width) an example later lands."""
+    """Sequence batches get (N, T-1) reference log-probs equal to the initial policy's on response positions
+    (the only ones log-probs are computed for), in whatever batch (and padding width) an example later lands."""
     policy = load_policy(tiny_path)
     ex = {"train": build_examples(ROWS, "preference", "sequence", policy.tokenizer, Tokenization(64), "rows",
                                   responses=("chosen", "rejected"))}
@@ -69,9 +69,9 @@ def test_per_token_reference_of_sequences(tiny_path, tmp_path, mode):
         with torch.no_grad():
             initial = token_logprobs(load_policy(tiny_path).model, batch, temperature=0.8)  # (N, T-1)
         got = reference(batch, "train")["logprobs"]
-        real = batch.attention_mask[:, 1:].bool()
-        torch.testing.assert_close(got[real], initial[real], rtol=1e-5, atol=1e-5)
-        assert torch.all(got[~real] == 0)
+        response = batch.response_mask[:, 1:]
+        torch.testing.assert_close(got[response], initial[response], rtol=1e-5, atol=1e-5)
+        assert torch.all(got[~batch.attention_mask[:, 1:].bool()] == 0)
 
 
 def test_precomputed_reference_is_reused_not_recomputed(tiny_path, tmp_path):

@@ -80,10 +80,16 @@ ONLINE = ["experiment=online_debug", "algo=grpo", "reward=length", "trainer.max_
           "trainer.learning_rate=5e-4", "backend.min_new_tokens=4"]
 
 
+@pytest.fixture(scope="module")
+def online_one_process(tmp_path_factory, tiny_cache) -> Path:
+    run_dir = tmp_path_factory.mktemp("online-one-process") / "run"
+    run("rlhf.train", run_dir, tiny_cache, *ONLINE)
+    return run_dir
+
+
 @pytest.mark.parametrize("config", ["ddp", "zero2", "zero3"])
-def test_online_accelerate_launch_of_two_processes_matches_one(tmp_path, tiny_cache, config):
-    one = tmp_path / "one"
-    run("rlhf.train", one, tiny_cache, *ONLINE)
+def test_online_accelerate_launch_of_two_processes_matches_one(tmp_path, tiny_cache, online_one_process, config):
+    one = online_one_process
     two = tmp_path / "two"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", f"conf/accelerate/{config}.yaml",
            "--num_processes", "2", "--main_process_port", str(free_port()), "-m", "rlhf.train",

@@ -8,15 +8,21 @@ half-written checkpoint that looks complete.
 `Preemption` makes a job checkpoint when SLURM announces its end (preemption, or the time limit coming).
 """
 
+import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 
+from rlhf.atomic import write_text
+
+log = logging.getLogger(__name__)
 PREFIX = "step-"
 
 
@@ -106,3 +112,42 @@ class Preemption:
         elif previous == signal.SIG_DFL:
             signal.raise_signal(signum)
         raise SystemExit(f"stopped after a checkpoint ({name})")
+
+
+def after_update(accelerator: Accelerator, run_dir: Path, step: int, total: int, state: dict, run_eval: Callable,
+                 eval_every: int, checkpoint_every: int, keep: int, preemption: Preemption) -> None:
+    """What a training loop does after an update: evaluate every `eval_every` updates and checkpoint every
+    `checkpoint_every` (0: only at the end), and on an announced end of the job checkpoint and stop."""
+    if eval_every and step % eval_every == 0 and step < total:
+        run_eval(step)
+    periodic = bool(checkpoint_every) and step % checkpoint_every == 0 and step < total
+    if periodic:
+        save_checkpoint(accelerator, run_dir, step, state, keep)
+    if step < total and preemption.requested(accelerator):
+        log.warning("%s: saving a checkpoint at step %d, then stopping", preemption.name, step)
+        if not periodic:
+            save_checkpoint(accelerator, run_dir, step, state, keep)
+        preemption.hand_over()
+
+
+def finish_run(accelerator: Accelerator, run_dir: Path, total: int, state: dict, keep: int, final: dict,
+               averaged: dict, save_model: Callable[[], None], sharded_model=None) -> dict[str, float]:
+    """The end of a training run: the last checkpoint, the model (under ZeRO-3, `sharded_model`'s weights are
+    gathered on every process first), and final_metrics.json: the evaluation before training (`state`), the
+    final one and the last training averages. Returns those metrics."""
+    save_checkpoint(accelerator, run_dir, total, state, keep)
+    with gathered(sharded_model) if sharded_model is not None else contextlib.nullcontext():
+        if accelerator.is_main_process:
+            save_model()
+    result = {**{f"before/{k}": v for k, v in state.get("eval_before", {}).items()}, **final,
+              **{f"train/{k}": v for k, v in averaged.items()}}
+    if accelerator.is_main_process:
+        write_text(run_dir / "final_metrics.json", json.dumps(result, indent=2))
+    return result
+
+
+def gathered(model: torch.nn.Module):
+    """DeepSpeed ZeRO-3: a context in which every process holds the full weights (all processes enter it)."""
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(list(model.parameters()))

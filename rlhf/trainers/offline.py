@@ -22,7 +22,6 @@ current one detached and the per-token KL penalty to the reference is what keeps
 PPO, with fresh rollouts and several epochs over them, is `rlhf.trainers.online`.
 """
 
-import contextlib
 import json
 import logging
 import os
@@ -36,7 +35,6 @@ from accelerate.utils import InitProcessGroupKwargs, gather_object, set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from rlhf.atomic import write_text
 from rlhf.data.examples import Examples, build_examples
 from rlhf.data.tokenize import Tokenization
 from rlhf.eval.reward_eval import BackendFactory, RewardEvaluator
@@ -45,7 +43,7 @@ from rlhf.models.policy import Policy
 from rlhf.models.value_model import PolicyWithValueHead
 from rlhf.rewards.base import Reward
 from rlhf.tasks.dataset import DatasetTask
-from rlhf.trainers.checkpoint import Preemption, latest_checkpoint, load_checkpoint, save_checkpoint
+from rlhf.trainers.checkpoint import Preemption, after_update, finish_run, latest_checkpoint, load_checkpoint
 from rlhf.trainers.reference import make_reference
 from rlhf.trainers.steps import compute_loss, logprob_temperature
 
@@ -83,13 +81,6 @@ def make_accelerator(gradient_accumulation_steps: int, mixed_precision: str) -> 
             kwargs["cpu"] = True
     return Accelerator(gradient_accumulation_steps=gradient_accumulation_steps,
                        mixed_precision=mixed_precision, **kwargs)
-
-
-def gathered(model: torch.nn.Module):
-    """DeepSpeed ZeRO-3: a context in which every process holds the full weights (all processes enter it)."""
-    import deepspeed
-
-    return deepspeed.zero.GatheredParameters(list(model.parameters()))
 
 
 def epoch_order(n: int, seed: int, epoch: int, weights: torch.Tensor | None = None) -> list[int]:
@@ -291,26 +282,14 @@ def fit_offline(
                          "tokens_per_s": tokens * accelerator.num_processes / elapsed}, step)
             bar.set_postfix(loss=f"{averaged['loss']:.4f}")
             window, started, tokens = Averages(), time.perf_counter(), 0
-        if eval_every and step % eval_every == 0 and step < total:
-            run_eval(step)
-        if checkpoint_every and step % checkpoint_every == 0 and step < total:
-            save_checkpoint(accelerator, run_dir, step, state, keep_checkpoints)
-        if step < total and preemption.requested(accelerator):
-            log.warning("%s: saving a checkpoint at step %d, then stopping", preemption.name, step)
-            if not (checkpoint_every and step % checkpoint_every == 0):
-                save_checkpoint(accelerator, run_dir, step, state, keep_checkpoints)
-            preemption.hand_over()
+        after_update(accelerator, run_dir, step, total, state, run_eval, eval_every, checkpoint_every,
+                     keep_checkpoints, preemption)
     bar.close()
 
     final = run_eval(total)
-    save_checkpoint(accelerator, run_dir, total, state, keep_checkpoints)
-    with gathered(view.model) if sharded else contextlib.nullcontext():
-        if main:
-            view.save(run_dir / "model")
-    result = {**{f"before/{k}": v for k, v in state.get("eval_before", {}).items()}, **final,
-              **{f"train/{k}": v for k, v in averaged.items()}}
+    result = finish_run(accelerator, run_dir, total, state, keep_checkpoints, final, averaged,
+                        lambda: view.save(run_dir / "model"), view.model if sharded else None)
     if main:
-        write_text(done, json.dumps(result, indent=2))
         jsonl.close()
         logger.close()
     preemption.release()

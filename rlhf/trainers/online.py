@@ -36,7 +36,6 @@ are the dialogues that lasted that long: a baseline chosen by the dialogues' own
 dialogues that go on (verl#7244); use it for turn-level rewards with a fixed number of turns.
 """
 
-import contextlib
 import copy
 import json
 import logging
@@ -47,7 +46,6 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from rlhf.atomic import write_text
 from rlhf.data.tokenize import Tokenization
 from rlhf.eval.dialogue_eval import DialogueEvaluator
 from rlhf.eval.reward_eval import BackendFactory
@@ -58,8 +56,8 @@ from rlhf.rewards.base import Reward
 from rlhf.rewards.discriminator import Discriminator
 from rlhf.rollout.experience import BranchedPairs, ForwardScoring, GroupSampler, Rules
 from rlhf.tasks.base import DialogueTask
-from rlhf.trainers.checkpoint import Preemption, latest_checkpoint, load_checkpoint, save_checkpoint
-from rlhf.trainers.offline import Averages, gathered, make_accelerator
+from rlhf.trainers.checkpoint import Preemption, after_update, finish_run, latest_checkpoint, load_checkpoint
+from rlhf.trainers.offline import Averages, make_accelerator
 from rlhf.trainers.online_update import (PromptStream, Stopwatch, call_parameters, merged_rollout_metrics,
                                          rollout_metrics, step_seed, total_units, unit_tensors, update)
 from rlhf.trainers.reference import ModelReference
@@ -269,28 +267,16 @@ def fit_online(
                             reward=f"{metrics['rollout/reward_mean']:.3f}")
         if kl_controller is not None:
             state["kl_controller"] = kl_controller.state_dict()
-        if eval_every and step % eval_every == 0 and step < max_steps:
-            run_eval(step)
-        if checkpoint_every and step % checkpoint_every == 0 and step < max_steps:
-            save_checkpoint(accelerator, run_dir, step, state, keep_checkpoints)
-        if step < max_steps and preemption.requested(accelerator):
-            log.warning("%s: saving a checkpoint at step %d, then stopping", preemption.name, step)
-            if not (checkpoint_every and step % checkpoint_every == 0):
-                save_checkpoint(accelerator, run_dir, step, state, keep_checkpoints)
-            preemption.hand_over()
+        after_update(accelerator, run_dir, step, max_steps, state, run_eval, eval_every, checkpoint_every,
+                     keep_checkpoints, preemption)
     bar.close()
 
     final = run_eval(max_steps)
-    save_checkpoint(accelerator, run_dir, max_steps, state, keep_checkpoints)
-    with gathered(view.model) if sharded else contextlib.nullcontext():
-        if main:
-            view.save(run_dir / "model")
     if discriminator is not None:  # the reward model as trained, loadable by reward=reward_model reward.path=
         Policy(discriminator.model, discriminator.tokenizer, "").save(run_dir / "discriminator")
-    result = {**{f"before/{k}": v for k, v in state.get("eval_before", {}).items()}, **final,
-              **{f"train/{k}": v for k, v in averaged.items()}}
+    result = finish_run(accelerator, run_dir, max_steps, state, keep_checkpoints, final, averaged,
+                        lambda: view.save(run_dir / "model"), view.model if sharded else None)
     if main:
-        write_text(done, json.dumps(result, indent=2))
         jsonl.close()
         logger.close()
     preemption.release()

@@ -44,3 +44,19 @@ def weights(model_dir: Path) -> dict[str, torch.Tensor]:
 
 def assert_finite(values) -> None:
     assert values and all(math.isfinite(v) for v in values), values
+
+
+def kill_when(module: str, run_dir: Path, cache: str, marker: Path, *overrides: str, what: str) -> None:
+    """Start `module` with `overrides` in `run_dir`, SIGKILL it as soon as `marker` exists (failing if the
+    run ends first: `what` names the marker in the message)."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(command(module, run_dir, *overrides), cwd=REPO, env=env(cache),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not marker.exists():
+        assert proc.poll() is None and time.time() < deadline, f"the run ended before {what}"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()

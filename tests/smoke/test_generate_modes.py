@@ -2,14 +2,12 @@
 CollabLLM candidate pairs."""
 
 import json
-import signal
 import subprocess
-import time
 
 import datasets
 import pytest
 
-from tests.smoke.helpers import REPO, command, env, run
+from tests.smoke.helpers import REPO, command, env, kill_when, run
 
 pytestmark = pytest.mark.slow
 
@@ -27,14 +25,8 @@ def test_killed_generation_resumes_to_the_same_dataset(tmp_path, tiny_cache):
     run("rlhf.generate", whole, tiny_cache, *overrides)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(command("rlhf.generate", killed, *overrides), cwd=REPO, env=env(tiny_cache),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (killed / "chunks" / "000001.jsonl").exists():
-        assert proc.poll() is None and time.time() < deadline, "generation ended before its second chunk"
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when("rlhf.generate", killed, tiny_cache, killed / "chunks" / "000001.jsonl", *overrides,
+              what="its second chunk")
     assert not (killed / "dialogues").exists(), "the run finished before it could be killed"
     run("rlhf.generate", killed, tiny_cache, *overrides)
 

@@ -2,14 +2,11 @@
 each iteration's evaluation, and a run killed in its second iteration resuming to the same result."""
 
 import json
-import signal
-import subprocess
-import time
 
 import pytest
 import torch
 
-from tests.smoke.helpers import REPO, command, env, metrics, run, weights
+from tests.smoke.helpers import kill_when, metrics, run, weights
 
 pytestmark = pytest.mark.slow
 
@@ -35,14 +32,8 @@ def test_iterations_chain_generation_and_training_and_resume(tmp_path, tiny_cach
     assert {"before/eval/reward_mean", "iter-1/eval/reward_mean", "iter-2/eval/reward_mean"} <= final.keys()
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(command("rlhf.train", killed, *ITERATIVE), cwd=REPO, env=env(tiny_cache),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (killed / "iter-2" / "train" / "checkpoints" / "step-00000002" / "trainer_state.json").exists():
-        assert proc.poll() is None and time.time() < deadline, "run ended before iteration 2 checkpointed"
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when("rlhf.train", killed, tiny_cache, killed / "iter-2" / "train" / "checkpoints" / "step-00000002" /
+              "trainer_state.json", *ITERATIVE, what="iteration 2 checkpointed")
     out = run("rlhf.train", killed, tiny_cache, *ITERATIVE)
     assert "resumed from" in out.stderr + out.stdout
     a, b = weights(whole / "model"), weights(killed / "model")

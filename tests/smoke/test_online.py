@@ -3,16 +3,14 @@ rollouts (every trainable parameter changes), single-turn and against a simulate
 with SIGKILL resumes to the weights and metrics of an uninterrupted one."""
 
 import json
-import signal
 import subprocess
-import time
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from rlhf.models.tiny import tiny_model_path
-from tests.smoke.helpers import REPO, assert_finite, command, env, metrics, run, weights
+from tests.smoke.helpers import REPO, assert_finite, command, env, kill_when, metrics, run, weights
 
 pytestmark = pytest.mark.slow
 
@@ -178,14 +176,8 @@ def test_killed_online_run_resumes_to_the_same_weights(tmp_path, tiny_cache, nam
         assert_trained(whole, tiny_cache, name, 8)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(command("rlhf.train", killed, *overrides), cwd=REPO, env=env(tiny_cache),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (killed / "checkpoints" / "step-00000003" / "trainer_state.json").exists():
-        assert proc.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when("rlhf.train", killed, tiny_cache, killed / "checkpoints" / "step-00000003" / "trainer_state.json",
+              *overrides, what="its first checkpoint")
     assert not (killed / "final_metrics.json").exists(), "the run finished before it could be killed"
 
     out = run("rlhf.train", killed, tiny_cache, *overrides)

@@ -1,10 +1,7 @@
 """The real `rlhf-train` on the tiny model: finite loss, every trainable parameter changed, resume."""
 
 import json
-import signal
 import subprocess
-import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +9,7 @@ from safetensors.torch import load_file
 
 from rlhf.models.reward_model import load_reward_model
 from rlhf.models.tiny import tiny_model_path
-from tests.smoke.helpers import REPO, assert_finite, command, env, metrics, run, train_losses, weights
+from tests.smoke.helpers import REPO, assert_finite, command, env, kill_when, metrics, run, train_losses, weights
 
 pytestmark = pytest.mark.slow
 
@@ -105,14 +102,8 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, tiny_cache, name):
     run("rlhf.train", whole, tiny_cache, *overrides)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(command("rlhf.train", killed, *overrides), cwd=REPO, env=env(tiny_cache),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (killed / "checkpoints" / "step-00000004" / "trainer_state.json").exists():
-        assert proc.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when("rlhf.train", killed, tiny_cache, killed / "checkpoints" / "step-00000004" / "trainer_state.json",
+              *overrides, what="its first checkpoint")
     assert not (killed / "final_metrics.json").exists(), "the run finished before it could be killed"
 
     out = run("rlhf.train", killed, tiny_cache, *overrides)

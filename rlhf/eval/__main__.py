@@ -1,11 +1,10 @@
-"""`rlhf-eval` / `python -m rlhf.eval`: reward of a policy on held-out prompts, or with `sweep=<dir>` the
-table of a finished sweep (rlhf.eval.sweep). Defaults: conf/eval.yaml."""
+"""`rlhf-eval` / `python -m rlhf.eval`: a policy evaluated by the `eval` group's evaluation (conf/eval/), or
+with `sweep=<dir>` the table of a finished sweep (rlhf.eval.sweep). Defaults: conf/eval.yaml."""
 
 import hydra
 from omegaconf import DictConfig
 
 from rlhf.config import CONF_DIR, build, prepare_run
-from rlhf.eval.evaluate import evaluate_policy
 from rlhf.eval.sweep import summarize_sweep
 
 
@@ -15,17 +14,17 @@ def main(cfg: DictConfig) -> float | None:
         summarize_sweep(cfg.sweep, over=cfg.sweep_over, metrics=cfg.sweep_metrics)
         return None
     prepare_run(cfg)
-    task = build(cfg.task)
-    reward = build(cfg.reward)
-    result = evaluate_policy(
-        policy=build(cfg.policy),
+    evaluation = build(cfg.eval)
+    result = evaluation(
+        policy=build(cfg.policy, _partial_=True),  # loaded by the evaluation, which may load others instead
+        task=build(cfg.task),
+        reward=build(cfg.reward),
         backend=build(cfg.backend),
-        reward=reward,
-        prompts=task.eval_prompts(),
-        num_samples=cfg.num_samples,
+        user=build(cfg.user),
         run_dir=cfg.run_dir,
+        seed=cfg.seed,
     )
-    return result["reward_mean"]
+    return result.get(cfg.objective)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 from rlhf.eval.reward_eval import BackendFactory, summarize
 from rlhf.models.policy import Policy
-from rlhf.rewards.base import Reward, invalid_counts
+from rlhf.rewards.base import Reward, Score, invalid_counts
 from rlhf.rollout.dialogues import score_dialogues
-from rlhf.rollout.engine import rollout, summary
+from rlhf.rollout.engine import Dialogue, rollout, summary
 from rlhf.tasks.base import DialogueTask
 from rlhf.users.base import UserSimulator
 
@@ -33,18 +33,23 @@ class DialogueEvaluator:
     """
 
     def __init__(self, backend: BackendFactory, user: UserSimulator, reward: Reward, task: DialogueTask,
-                 seed: int = 0, log: Callable[[str], None] | None = None):
+                 seed: int = 0, log: Callable[[str], None] | None = None, progress: bool = False):
         self.backend, self.user, self.reward, self.task, self.seed, self.log = backend, user, reward, task, seed, log
+        self.progress = progress
         self.openings, self.fields = task.eval_openings()
         if not self.openings:
             raise ValueError(f"task {task.name!r} has no evaluation openings")
 
-    def __call__(self, policy: Policy) -> dict[str, float]:
+    def play(self, policy: Policy) -> tuple[list[Dialogue], list[Score]]:
+        """The evaluation dialogues of `policy` and their scores."""
         generator = self.backend(model=policy.model, tokenizer=policy.tokenizer)
         dialogues = rollout(generator, self.user, self.openings, self.fields, self.task.max_turns,
                             done=self.task.done, reply_to_last=self.task.reply_to_last, seed=self.seed,
-                            progress=False)
-        scores = score_dialogues(self.reward, dialogues)
+                            progress=self.progress)
+        return dialogues, score_dialogues(self.reward, dialogues)
+
+    def metrics(self, dialogues: list[Dialogue], scores: list[Score]) -> dict[str, float]:
+        """Reward statistics, the task's metrics (mean and standard error), turns and how dialogues ended."""
         reasons = invalid_counts(scores)
         if reasons and self.log is not None:
             self.log(f"{sum(reasons.values())} of {len(scores)} evaluation dialogues could not be scored: "
@@ -55,3 +60,6 @@ class DialogueEvaluator:
             out[f"{key}_mean"], out[f"{key}_stderr"] = mean_and_stderr([m[key] for m in per_dialogue])
         rows = [d.to_row() for d in dialogues]
         return out | {k: float(v) for k, v in summary(rows).items() if not k.startswith("failures/")}
+
+    def __call__(self, policy: Policy) -> dict[str, float]:
+        return self.metrics(*self.play(policy))

@@ -1,27 +1,64 @@
-"""Reward evaluation of a policy on held-out prompts, written to `<run_dir>/eval.json`."""
+"""`eval=reward` (the default of `rlhf-eval`): the reward of a policy on the task's held-out prompts or, with a
+user simulator, on its held-out dialogues, written to `<run_dir>/eval.json` and `<run_dir>/eval.md`."""
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from rlhf.atomic import write_jsonl, write_text
-from rlhf.eval.report import format_table, reward_line
+from rlhf.eval.dialogue_eval import DialogueEvaluator
+from rlhf.eval.report import format_table, markdown_table, reward_line
 from rlhf.eval.reward_eval import BackendFactory, generate_and_score, row_scores, summarize
 from rlhf.models.policy import Policy
 from rlhf.rewards.base import Reward, invalid_counts
+from rlhf.tasks.base import DialogueTask
+from rlhf.tasks.dataset import DatasetTask
+from rlhf.users.base import UserSimulator
+from rlhf.users.none import NoUser
+
+PolicyFactory = Callable[..., Policy]  # the policy config, partially built: called (with no argument) to load it
 
 
-def evaluate_policy(
-    policy: Policy, backend: BackendFactory, reward: Reward, prompts: list[list[dict]], num_samples: int, run_dir: str
-) -> dict[str, float]:
-    """Generate `num_samples` responses per prompt, score them, write eval.json and samples.jsonl."""
-    rows = generate_and_score(backend(model=policy.model, tokenizer=policy.tokenizer), reward, prompts, num_samples)
-    scores = row_scores(rows)
-    result = {**summarize(scores), "invalid_reasons": invalid_counts(scores), "policy": policy.path,
-              "num_prompts": len(rows)}
-    out = Path(run_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_jsonl(out / "samples.jsonl", rows)
-    write_text(out / "eval.json", json.dumps(result, indent=2))
-    print(format_table([("policy", policy.path), ("prompts", str(len(rows))), ("reward", reward_line(result))],
-                       "evaluation"))
-    return result
+class HeldOutReward:
+    """Single-turn (`user=none`): `num_samples` responses per held-out prompt, scored (samples.jsonl). With a
+    user simulator: one dialogue per held-out opening, played out and scored as a whole (dialogues.jsonl),
+    with the task's own metrics (e.g. 20 Questions success, questions asked, return) as mean and standard
+    error."""
+
+    def __init__(self, num_samples: int = 1):
+        if num_samples < 1:
+            raise ValueError(f"eval.num_samples={num_samples} must be >= 1")
+        self.num_samples = num_samples
+
+    def __call__(self, policy: PolicyFactory, task: DialogueTask, reward: Reward, backend: BackendFactory,
+                 user: UserSimulator, run_dir: str, seed: int) -> dict:
+        if isinstance(user, NoUser) and not isinstance(task, DatasetTask):
+            raise ValueError(f"task {task.name!r} is played against a user simulator: choose one with user= "
+                             "(e.g. user=twenty_questions_kb)")
+        out = Path(run_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        model = policy()
+        if isinstance(user, NoUser):
+            rows = generate_and_score(backend(model=model.model, tokenizer=model.tokenizer), reward,
+                                      task.eval_prompts(), self.num_samples)
+            scores = row_scores(rows)
+            result = summarize(scores)
+            write_jsonl(out / "samples.jsonl", rows)
+            unit = "prompts"
+        else:
+            if self.num_samples != 1:
+                raise ValueError("eval.num_samples: a dialogue evaluation plays each held-out opening once")
+            evaluator = DialogueEvaluator(backend, user, reward, task, seed, progress=True)
+            dialogues, scores = evaluator.play(model)
+            result = evaluator.metrics(dialogues, scores)
+            write_jsonl(out / "dialogues.jsonl", [d.to_row() | {"score": s if isinstance(s, float) else None}
+                                                  for d, s in zip(dialogues, scores)])
+            rows, unit = dialogues, "dialogues"
+        result |= {"invalid_reasons": invalid_counts(scores), "policy": model.path, f"num_{unit}": len(rows)}
+        table = [("policy", model.path), (unit, str(len(rows))), ("reward", reward_line(result))]
+        table += [(key[:-5], f"{result[key]:.3f} ± {result[key[:-5] + '_stderr']:.3f}") for key in result
+                  if key.endswith("_mean") and key != "reward_mean" and key[:-5] + "_stderr" in result]
+        write_text(out / "eval.json", json.dumps(result, indent=2))
+        write_text(out / "eval.md", markdown_table(["metric", "value"], table))
+        print(format_table(table, "evaluation"))
+        return result

@@ -23,3 +23,9 @@ def training_summary(result: dict[str, float]) -> str:
     rows += [(k, f"{v:.4f}") for k, v in result.items()
              if k.startswith(("eval/loss", "train/loss", "eval/rewards/accuracy")) and "reward_" not in k]
     return format_table(rows, "training result")
+
+
+def markdown_table(header: list[str], rows: list[tuple | list]) -> str:
+    """A GitHub markdown table (cells as given: format numbers before)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]) + "\n"

@@ -35,6 +35,29 @@ class Policy:
         self.tokenizer.save_pretrained(directory)
 
 
+def resolve_model_dir(path: str, key: str = "policy.path") -> str:
+    """The model directory `path` names: itself, or the `model/` of a training run directory. A hub id
+    (`org/name`) is returned as it is; a local path that does not exist, or a training checkpoint (weights
+    and optimizer state without a tokenizer or model config), is refused with what to pass instead."""
+    local = Path(path).expanduser()
+    if not local.exists():
+        if path.startswith(("/", "./", "../", "~")) or path.count("/") > 1:
+            raise FileNotFoundError(f"{key}={path!r}: no such directory (a hub id has the form org/name)")
+        return path
+    if (local / "config.json").is_file():
+        return str(local)
+    if (local / "trainer_state.json").is_file():
+        raise ValueError(f"{key}={path!r} is a training checkpoint (weights and optimizer state, no tokenizer "
+                         "or model config): evaluate a run's checkpoints with rlhf-eval eval=checkpoints "
+                         "eval.run=<run dir>, or pass the run's model/")
+    if (local / "model" / "config.json").is_file():
+        return str(local / "model")
+    if (local / "config.yaml").is_file():
+        raise ValueError(f"{key}={path!r} is a run directory without a model/ yet (the run has not finished): "
+                         "evaluate its checkpoints with rlhf-eval eval=checkpoints eval.run=<run dir>")
+    raise FileNotFoundError(f"{key}={path!r} holds no model (no config.json, and no model/ of a finished run)")
+
+
 def load_policy(
     path: str,
     dtype: str = "float32",
@@ -52,6 +75,7 @@ def load_policy(
     """
     if dtype not in DTYPES:
         raise ValueError(f"policy.dtype={dtype!r} is not one of {sorted(DTYPES)}")
+    path = resolve_model_dir(path)
     tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

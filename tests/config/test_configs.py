@@ -60,12 +60,12 @@ SAMPLE_TASKS = {"hh": "hh_rlhf_trl_style/train.jsonl", "hh_prompts": "hh_rlhf/tr
                 "ultrafeedback_prompts": "ultrafeedback_binarized/train_prefs.jsonl", "alol_hh": "pro_hh/train.json"}
 COMPONENT_GROUPS = ("task", "policy", "user", "reward", "algo", "backend", "logger", "trainer")
 PARTIAL_GROUPS = ("backend", "trainer")  # `_partial_`: completed with runtime objects by the entrypoint
-GROUPS = (*COMPONENT_GROUPS, "mode", "launcher", "experiment")
+GROUPS = (*COMPONENT_GROUPS, "mode", "eval", "launcher", "experiment")
 # Every option file under conf/<group>/ (recursively). Adding or removing one must update this number and,
 # for a component group, EXPECTED_TYPE below (or, for the reward models, composites and pluralistic golds,
 # tests/config/test_reward_configs.py, which builds them on tiny local classifiers), so that every option
 # is known to be covered by these tests.
-NUM_OPTIONS = 104
+NUM_OPTIONS = 106
 # Reward options that wrap another reward option (its `_target_` nested under `reward.reward`).
 WRAPPERS = {"reward/noise", "reward/exponent"}
 # Options that build other components with them: a task that labels groups (its labelling and gold), the
@@ -147,6 +147,10 @@ MODE_TARGET = {
     "dialogues": "rlhf.rollout.dialogues.generate_dialogues",
     "refuel_pairs": "rlhf.rollout.branching.refuel_pairs",
     "collabllm_pairs": "rlhf.rollout.collabllm.collabllm_pairs",
+}
+EVAL_TARGET = {  # rlhf-eval's evaluations, and the settings an option needs to build
+    "reward": ("rlhf.eval.evaluate.HeldOutReward", []),
+    "checkpoints": ("rlhf.eval.checkpoints.CheckpointCurve", ["eval.run={run_dir}"]),
 }
 LAUNCHER_TARGET = {
     "local": "hydra._internal.core_plugins.basic_launcher.BasicLauncher",
@@ -240,6 +244,7 @@ def test_every_group_has_options_and_the_total_is_known():
     assert not set(EXPECTED_TYPE) & {f"reward/{o}" for o in MODEL_REWARDS}
     assert set(found["launcher"]) == set(LAUNCHER_TARGET)
     assert set(found["mode"]) == set(MODE_TARGET)
+    assert set(found["eval"]) == set(EVAL_TARGET)
 
 
 @pytest.mark.parametrize("group_option", sorted(EXPECTED_TYPE))
@@ -302,6 +307,17 @@ def test_mode_option_is_a_generation_function(option, tmp_path):
     cfg = compose_cfg("generate", [f"mode={option}", f"run_dir={tmp_path}"])
     built = instantiate(cfg.mode)
     assert isinstance(built, functools.partial) and built.func is get_object(MODE_TARGET[option])
+
+
+@pytest.mark.parametrize("option", sorted(EVAL_TARGET))
+def test_eval_option_is_an_evaluation(option, tmp_path):
+    (tmp_path / "config.yaml").write_text("policy: {}\n")  # a training run directory, for eval=checkpoints
+    target, extra = EVAL_TARGET[option]
+    cfg = compose_cfg("eval", [f"eval={option}", f"run_dir={tmp_path}", *(e.format(run_dir=tmp_path) for e in extra)])
+    assert OmegaConf.missing_keys(cfg) == set()
+    assert sorted(target_paths(OmegaConf.to_container(cfg.eval, resolve=True))) == ["_target_"]
+    built = instantiate(cfg.eval)
+    assert isinstance(built, get_object(target)) and callable(built)
 
 
 @pytest.mark.parametrize("option", sorted(LAUNCHER_TARGET))

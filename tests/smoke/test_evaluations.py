@@ -107,3 +107,19 @@ def test_a_game_without_a_user_or_a_checkpoint_as_policy_is_refused(tmp_path, ti
         result = subprocess.run(command("rlhf.eval", tmp_path / name.replace(" ", "_"), *overrides), cwd=REPO,
                                 env=env(tiny_cache, HYDRA_FULL_ERROR="0"), capture_output=True, text=True, timeout=300)
         assert result.returncode != 0 and message in result.stderr, (name, result.stderr[-2000:])
+
+
+def test_win_rate_per_turn_of_a_policy_against_itself_is_all_ties(tmp_path, tiny_cache, d2po_run):
+    # the same weights answer the same prefixes under the same seeds: every turn of every game ties
+    games = ["eval=win_rate", "task=twenty_questions", "task.num_eval_prompts=3", "task.max_turns=3",
+             "reward=length", "backend.max_new_tokens=8", f"eval.baseline.cache_dir={tiny_cache}/tiny"]
+    result = evaluated(tmp_path, tiny_cache, "self", *games)
+    assert [(p["turn"], p["n"], p["ties"]) for p in result["per_turn"]] == [(1, 3, 3), (2, 3, 3), (3, 3, 3)]
+    assert result["win_rate"] == 0.5
+    # a trained policy against its starting point, single-turn: a rate over the held-out prompts
+    trained = evaluated(tmp_path, tiny_cache, "trained", "eval=win_rate", f"policy.path={d2po_run}", *HELD_OUT,
+                        f"eval.baseline.cache_dir={tiny_cache}/tiny")
+    (turn,) = trained["per_turn"]
+    assert turn["n"] == 6 and turn["wins"] + turn["ties"] + turn["losses"] == 6
+    assert trained["win_rate"] == (turn["wins"] + 0.5 * turn["ties"]) / 6
+    assert "| policy | H=1 | avg |" in (tmp_path / "trained" / "eval.md").read_text()

@@ -1,0 +1,91 @@
+"""`eval=win_rate`: per-turn win rates of a policy against a baseline on the same prefixes, with fake policies
+whose replies are known, judged by a gold function turned into a preference (word count)."""
+
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+
+from rlhf.backends.base import Completion
+from rlhf.eval.win_rate import WinRatePerTurn, preferences, rate
+from rlhf.rewards.base import Invalid
+from rlhf.rewards.gold import Length
+from rlhf.users.dataset import DatasetUser
+
+
+class Scripted:
+    """A backend whose reply depends only on the turn: `replies[k]` at the policy's turn k + 1."""
+
+    def __init__(self, replies: list[str]):
+        self.replies, self.seeds = replies, []
+
+    def generate(self, conversations, num_samples=1, seed=None):
+        self.seeds.append(seed)
+        turn = [sum(m["role"] == "assistant" for m in c) for c in conversations]
+        return [[Completion(self.replies[t], [1, 2], "stop")] * num_samples for t in turn]
+
+
+class Task:
+    """Three held-out dialogues: two go on for three turns, the third stops after one (no user turn left)."""
+
+    name, max_turns, reply_to_last = "scripted", 3, False
+
+    def eval_openings(self):
+        fields = [{"user_turns": ["a", "b"], "group_id": 0}, {"user_turns": ["c", "d"], "group_id": 1},
+                  {"user_turns": [], "group_id": 1}]
+        return [[{"role": "user", "content": f"hi {i}"}] for i in range(3)], fields
+
+    def done(self, conversation, fields):
+        return False
+
+
+def policies():
+    # the policy says more than the baseline at turn 2 only, as much at turn 3, less at turn 1
+    backends = {"policy": Scripted(["x", "three words here", "two words"]),
+                "baseline": Scripted(["two words", "two words", "two words"])}
+    models = {name: SimpleNamespace(model=name, tokenizer=None, path=name) for name in backends}
+    return backends, models, lambda model, tokenizer: backends[model]
+
+
+def test_a_policy_that_wins_at_turn_two_only(tmp_path):
+    backends, models, factory = policies()
+    evaluation = WinRatePerTurn(models["baseline"], by="group_id")
+    result = evaluation(lambda: models["policy"], Task(), Length(), factory, DatasetUser(), str(tmp_path), seed=3)
+    turns = result["per_turn"]
+    # turn 1: three dialogues, all lost; turns 2 and 3: the two dialogues that go on, won and then tied
+    assert [(p["n"], p["wins"], p["ties"], p["losses"]) for p in turns] == [(3, 0, 0, 3), (2, 2, 0, 0), (2, 0, 2, 0)]
+    assert [p["win_rate"] for p in turns] == [0.0, 1.0, 0.5]
+    assert turns[2]["stderr"] == pytest.approx(math.sqrt(0.25 / 2))
+    assert result["win_rate"] == pytest.approx(0.5)
+    assert result["win_rate_stderr"] == pytest.approx(math.sqrt(0 + 0 + 0.125) / 3)
+    assert turns[0]["group_id=1"]["n"] == 2 and turns[1]["group_id=0"]["win_rate"] == 1.0
+    # both sides answer each turn under the same seed
+    assert backends["policy"].seeds == [3001, 3002, 3003] and backends["baseline"].seeds[-3:] == [3001, 3002, 3003]
+    table = (tmp_path / "eval.md").read_text()
+    assert "| policy | h=1 | h=2 | H=3 | avg |" in table
+    assert "| policy | 0.0 ± 0.0 | 100.0 ± 0.0 | 50.0 ± 35.4 | 50.0 ± 11.8 |" in table
+    assert "| group_id=1 | 0.0 ± 0.0 | 100.0 ± 0.0 | 50.0 ± 50.0 |  |" in table
+    compared = [json.loads(line) for line in (tmp_path / "comparisons.jsonl").read_text().splitlines()]
+    second = [c for c in compared if c["turn"] == 2]
+    # turn 2's prefix is the baseline's first turn and the user's reply
+    assert second[0]["prefix"] == [{"role": "user", "content": "hi 0"}, {"role": "assistant", "content": "two words"},
+                                   {"role": "user", "content": "a"}]
+    assert (second[0]["policy"], second[0]["baseline"], second[0]["outcome"]) == ("three words here", "two words", 1.0)
+    png = (tmp_path / "win_rate.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 1000
+
+
+def test_preferences_from_scores_and_undecided_outcomes():
+    prefix = [{"role": "user", "content": "q"}]
+    outcomes = preferences(Length(), [prefix] * 3, ["a b", "a", "   "], ["a", "a", "a"], [{}] * 3)
+    assert outcomes[:2] == [1.0, 0.5] and isinstance(outcomes[2], Invalid)
+    assert rate(outcomes) == {"win_rate": 0.75, "stderr": pytest.approx(math.sqrt(0.75 * 0.25 / 2)), "n": 2,
+                              "wins": 1, "ties": 1, "losses": 0, "invalid": 1}
+
+
+def test_a_missing_breakdown_field_is_named(tmp_path):
+    _, models, factory = policies()
+    with pytest.raises(ValueError, match="eval.by='topic': held-out dialogue 0 of task 'scripted' has no such field"):
+        WinRatePerTurn(models["baseline"], by="topic")(lambda: models["policy"], Task(), Length(), factory,
+                                                      DatasetUser(), str(tmp_path), seed=0)

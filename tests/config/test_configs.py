@@ -65,7 +65,7 @@ GROUPS = (*COMPONENT_GROUPS, "mode", "eval", "launcher", "experiment")
 # for a component group, EXPECTED_TYPE below (or, for the reward models, composites and pluralistic golds,
 # tests/config/test_reward_configs.py, which builds them on tiny local classifiers), so that every option
 # is known to be covered by these tests.
-NUM_OPTIONS = 107
+NUM_OPTIONS = 108
 # Reward options that wrap another reward option (its `_target_` nested under `reward.reward`).
 WRAPPERS = {"reward/noise", "reward/exponent"}
 # Options that build other components with them: a task that labels groups (its labelling and gold), the
@@ -152,6 +152,7 @@ EVAL_TARGET = {  # rlhf-eval's evaluations, and the settings an option needs to 
     "reward": ("rlhf.eval.evaluate.HeldOutReward", []),
     "checkpoints": ("rlhf.eval.checkpoints.CheckpointCurve", ["eval.run={run_dir}"]),
     "win_rate": ("rlhf.eval.win_rate.WinRatePerTurn", ["eval.baseline.cache_dir={tiny_cache}/tiny"]),
+    "games": ("rlhf.eval.games.Games", ["eval.baseline.cache_dir={tiny_cache}/tiny"]),
 }
 LAUNCHER_TARGET = {
     "local": "hydra._internal.core_plugins.basic_launcher.BasicLauncher",
@@ -316,7 +317,7 @@ def test_eval_option_is_an_evaluation(option, tmp_path, tiny_cache):
     target, extra = EVAL_TARGET[option]
     cfg = compose_cfg("eval", [f"eval={option}", f"run_dir={tmp_path}", *(e.format(run_dir=tmp_path, tiny_cache=tiny_cache) for e in extra)])
     assert OmegaConf.missing_keys(cfg) == set()
-    nested = ["baseline._target_"] if option == "win_rate" else []  # the baseline policy it compares with
+    nested = ["baseline._target_"] if option in ("win_rate", "games") else []  # the baseline policy it compares with
     assert sorted(target_paths(OmegaConf.to_container(cfg.eval, resolve=True))) == ["_target_", *nested]
     built = instantiate(cfg.eval)
     assert isinstance(built, get_object(target)) and callable(built)

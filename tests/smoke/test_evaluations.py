@@ -123,3 +123,15 @@ def test_win_rate_per_turn_of_a_policy_against_itself_is_all_ties(tmp_path, tiny
     assert turn["n"] == 6 and turn["wins"] + turn["ties"] + turn["losses"] == 6
     assert trained["win_rate"] == (turn["wins"] + 0.5 * turn["ties"]) / 6
     assert "| policy | H=1 | avg |" in (tmp_path / "trained" / "eval.md").read_text()
+
+
+def test_games_of_a_trained_policy_against_its_start(tmp_path, tiny_cache, d2po_run):
+    result = evaluated(tmp_path, tiny_cache, "games", "eval=games", f"policy.path={d2po_run}", "task=twenty_questions",
+                       "task.num_eval_prompts=3", "task.max_turns=3", "backend.max_new_tokens=8",
+                       f"eval.baseline.cache_dir={tiny_cache}/tiny")
+    assert result["policy_path"] == f"{d2po_run}/model" and result["policy"]["games"] == result["baseline"]["games"] == 3
+    sides = [json.loads(line) for line in (tmp_path / "games" / "games.jsonl").read_text().splitlines()]
+    assert [g["side"] for g in sides] == ["policy"] * 3 + ["baseline"] * 3
+    for side in ("policy", "baseline"):  # the table's rates are the games' own
+        assert result[side]["success"] == sum(g["success"] for g in sides if g["side"] == side) / 3
+    assert 0.0 <= result["mcnemar_p"] <= 1.0 and "McNemar exact p" in (tmp_path / "games" / "eval.md").read_text()

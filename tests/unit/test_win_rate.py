@@ -1,5 +1,6 @@
-"""`eval=win_rate`: per-turn win rates of a policy against a baseline on the same prefixes, with fake policies
-whose replies are known, judged by a gold function turned into a preference (word count)."""
+"""`eval=win_rate` and `eval=games`: per-turn win rates of a policy against a baseline on the same prefixes, with fake policies
+whose replies are known, judged by a gold function turned into a preference (word count); 20 Questions games of scripted askers
+against the exact oracle."""
 
 import json
 import math
@@ -8,10 +9,17 @@ from types import SimpleNamespace
 import pytest
 
 from rlhf.backends.base import Completion
+from rlhf.eval.games import Games, mcnemar_exact
 from rlhf.eval.win_rate import WinRatePerTurn, preferences, rate
 from rlhf.rewards.base import Invalid
 from rlhf.rewards.gold import Length
+from rlhf.rewards.twenty_questions import Guessed
+from rlhf.tasks.twenty_questions import DATA_DIR
+from rlhf.tasks.twenty_questions_task import TwentyQuestionsTask
 from rlhf.users.dataset import DatasetUser
+from rlhf.users.oracle import TwentyQuestionsOracle
+
+OBJECTS, ATTRIBUTES = DATA_DIR / "twenty_questions" / "objects.json", DATA_DIR / "twenty_questions" / "attributes.json"
 
 
 class Scripted:
@@ -89,3 +97,38 @@ def test_a_missing_breakdown_field_is_named(tmp_path):
     with pytest.raises(ValueError, match="eval.by='topic': held-out dialogue 0 of task 'scripted' has no such field"):
         WinRatePerTurn(models["baseline"], by="topic")(lambda: models["policy"], Task(), Length(), factory,
                                                       DatasetUser(), str(tmp_path), seed=0)
+
+
+# ---- eval=games -----------------------------------------------------------------------------------------
+
+
+def test_mcnemar_exact_p_values():
+    # 5 discordant games all won by one side: 2 * 0.5^5; 3 vs 1: 2 * (1 + 4) / 16; none: 1
+    assert mcnemar_exact(5, 0) == pytest.approx(2 / 32)
+    assert mcnemar_exact(1, 3) == pytest.approx(10 / 16)
+    assert mcnemar_exact(0, 0) == 1.0 and mcnemar_exact(4, 4) == 1.0
+
+
+def test_games_of_a_policy_that_guesses_one_object_against_one_that_guesses_another(tmp_path):
+    # held-out games hide Screwdriver, Cow, Lion, Battery: the policy asks one question, then guesses a
+    # screwdriver; the baseline guesses a cow at once and then asks the same invalid question over and over
+    task = TwentyQuestionsTask(num_eval_prompts=4, max_turns=3)
+    assert task.eval_objects[:4] == ["Screwdriver", "Cow", "Lion", "Battery"]
+    backends = {"policy": Scripted(["Is it alive?", "Is it a screwdriver?", "Is it a lion?"]),
+                "baseline": Scripted(["Is it a cow?", "What?", "What?"])}
+    models = {name: SimpleNamespace(model=name, tokenizer=None, path=name) for name in backends}
+    oracle = TwentyQuestionsOracle(OBJECTS, ATTRIBUTES)
+    result = Games(models["baseline"])(lambda: models["policy"], task, Guessed(OBJECTS, ATTRIBUTES),
+                                       lambda model, tokenizer: backends[model], oracle, str(tmp_path), seed=0)
+    # policy: Screwdriver in 2 questions, Lion in 3, Cow and Battery lost (3 questions each)
+    assert result["policy"]["success"] == 0.5 and result["policy"]["questions_to_success"] == 2.5
+    assert result["policy"]["return"] == pytest.approx((-1 - 2 - 3 - 3) / 4)
+    # baseline: Cow at the first question, the rest lost
+    assert result["baseline"]["success"] == 0.25 and result["baseline"]["questions_to_success"] == 1.0
+    assert (result["only_policy_won"], result["only_baseline_won"]) == (2, 1)
+    assert result["mcnemar_p"] == pytest.approx(1.0)  # 2 * (1 + 3) / 8, capped at 1
+    table = (tmp_path / "eval.md").read_text()
+    assert "| policy | 4 | 0.500 ± 0.289 | 2.500 ± 0.500 | -2.250 ± 0.479 |" in table
+    assert "won only by the policy 2, only by the baseline 1; McNemar exact p = 1.0000" in table
+    assert len((tmp_path / "games.jsonl").read_text().splitlines()) == 8
+    assert (tmp_path / "games.png").read_bytes().startswith(b"\x89PNG")

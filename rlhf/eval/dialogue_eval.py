@@ -6,11 +6,20 @@ from collections.abc import Callable
 
 from rlhf.eval.reward_eval import BackendFactory, summarize
 from rlhf.models.policy import Policy
-from rlhf.rewards.base import Reward, Score, invalid_counts
-from rlhf.rollout.dialogues import score_dialogues
+from rlhf.eval.views import scored
+from rlhf.rewards.base import Invalid, Reward, Score, invalid_counts
 from rlhf.rollout.engine import Dialogue, rollout, summary
 from rlhf.tasks.base import DialogueTask
 from rlhf.users.base import UserSimulator
+
+
+def part_metrics(parts: dict[str, list[Score]]) -> dict[str, float]:
+    """`<part>_mean` and `<part>_stderr` of each part of a reward, over its valid scores."""
+    out = {}
+    for name, values in parts.items():
+        stats = summarize(values)
+        out[f"{name}_mean"], out[f"{name}_stderr"] = stats["reward_mean"], stats["reward_stderr"]
+    return out
 
 
 def mean_and_stderr(values: list[float]) -> tuple[float, float]:
@@ -36,25 +45,37 @@ class DialogueEvaluator:
                  seed: int = 0, log: Callable[[str], None] | None = None, progress: bool = False):
         self.backend, self.user, self.reward, self.task, self.seed, self.log = backend, user, reward, task, seed, log
         self.progress = progress
+        self.meaning = "reward"  # what the reward of the last `play` is (see `rlhf.eval.views.scored`)
         self.openings, self.fields = task.eval_openings()
         if not self.openings:
             raise ValueError(f"task {task.name!r} has no evaluation openings")
 
-    def play(self, policy: Policy) -> tuple[list[Dialogue], list[Score]]:
-        """The evaluation dialogues of `policy` and their scores."""
+    def play(self, policy: Policy) -> tuple[list[Dialogue], list[Score], dict[str, list[Score]]]:
+        """The evaluation dialogues of `policy`, their scores and the reward's parts (`rlhf.eval.views`); a
+        dialogue whose user simulator failed is Invalid with that reason, without asking the reward."""
         generator = self.backend(model=policy.model, tokenizer=policy.tokenizer)
         dialogues = rollout(generator, self.user, self.openings, self.fields, self.task.max_turns,
                             done=self.task.done, reply_to_last=self.task.reply_to_last, seed=self.seed,
                             progress=self.progress)
-        return dialogues, score_dialogues(self.reward, dialogues)
+        keep = [i for i, d in enumerate(dialogues) if d.end != "failed"]
+        failed = [Invalid(f"user simulator failed: {d.failure}") for d in dialogues]
+        main, parts, self.meaning = scored(self.reward, [dialogues[i].messages for i in keep], [dialogues[i].fields for i in keep])
+        scores, by_part = list(failed), {name: list(failed) for name in parts}
+        for j, i in enumerate(keep):
+            scores[i] = main[j]
+            for name, values in parts.items():
+                by_part[name][i] = values[j]
+        return dialogues, scores, by_part
 
-    def metrics(self, dialogues: list[Dialogue], scores: list[Score]) -> dict[str, float]:
-        """Reward statistics, the task's metrics (mean and standard error), turns and how dialogues ended."""
+    def metrics(self, dialogues: list[Dialogue], scores: list[Score],
+                parts: dict[str, list[Score]] | None = None) -> dict[str, float]:
+        """Reward statistics, each part's and the task's metrics (mean and standard error), turns and how
+        dialogues ended."""
         reasons = invalid_counts(scores)
         if reasons and self.log is not None:
             self.log(f"{sum(reasons.values())} of {len(scores)} evaluation dialogues could not be scored: "
                      + ", ".join(f"{reason} ({n})" for reason, n in sorted(reasons.items())))
-        out = summarize(scores)
+        out = summarize(scores) | part_metrics(parts or {})
         per_dialogue = [self.task.dialogue_metrics(d.messages, d.fields) for d in dialogues]
         for key in per_dialogue[0] if per_dialogue else []:
             out[f"{key}_mean"], out[f"{key}_stderr"] = mean_and_stderr([m[key] for m in per_dialogue])

@@ -6,11 +6,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rlhf.atomic import write_jsonl, write_text
-from rlhf.eval.dialogue_eval import DialogueEvaluator
+from rlhf.eval.dialogue_eval import DialogueEvaluator, part_metrics
 from rlhf.eval.report import format_table, markdown_table, reward_line
-from rlhf.eval.reward_eval import BackendFactory, generate_and_score, row_scores, summarize
+from rlhf.eval.reward_eval import BackendFactory, generate_and_score, summarize
+from rlhf.eval.views import distinct_n, scored
 from rlhf.models.policy import Policy
-from rlhf.rewards.base import Reward, invalid_counts
+from rlhf.rewards.base import Reward, as_columns, invalid_counts
 from rlhf.tasks.base import DialogueTask
 from rlhf.tasks.dataset import DatasetTask
 from rlhf.users.base import UserSimulator
@@ -39,25 +40,37 @@ class HeldOutReward:
         out.mkdir(parents=True, exist_ok=True)
         model = policy()
         if isinstance(user, NoUser):
-            rows = generate_and_score(backend(model=model.model, tokenizer=model.tokenizer), reward,
+            rows = generate_and_score(backend(model=model.model, tokenizer=model.tokenizer), None,
                                       task.eval_prompts(), self.num_samples)
-            scores = row_scores(rows)
-            result = summarize(scores)
+            conversations = [r["prompt"] + [{"role": "assistant", "content": t}] for r in rows for t in r["responses"]]
+            scores, parts, what = scored(reward, conversations)
+            k = self.num_samples
+            columns = {"scores": as_columns(scores)[0], "invalid_reasons": as_columns(scores)[1],
+                       **{name: as_columns(values)[0] for name, values in parts.items()}}
+            for i, row in enumerate(rows):
+                row |= {name: values[i * k:(i + 1) * k] for name, values in columns.items()}
+            texts = [t for r in rows for t in r["responses"]]
+            result = summarize(scores) | part_metrics(parts) | {
+                "length_words": sum(len(t.split()) for t in texts) / len(texts),
+                "distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2)}
             write_jsonl(out / "samples.jsonl", rows)
             unit = "prompts"
         else:
             if self.num_samples != 1:
                 raise ValueError("eval.num_samples: a dialogue evaluation plays each held-out opening once")
             evaluator = DialogueEvaluator(backend, user, reward, task, seed, progress=True)
-            dialogues, scores = evaluator.play(model)
-            result = evaluator.metrics(dialogues, scores)
-            write_jsonl(out / "dialogues.jsonl", [d.to_row() | {"score": s if isinstance(s, float) else None}
-                                                  for d, s in zip(dialogues, scores)])
-            rows, unit = dialogues, "dialogues"
+            dialogues, scores, parts = evaluator.play(model)
+            result = evaluator.metrics(dialogues, scores, parts)
+            write_jsonl(out / "dialogues.jsonl", [d.to_row() | {"score": s} for d, s in
+                                                  zip(dialogues, as_columns(scores)[0])])
+            rows, unit, what = dialogues, "dialogues", evaluator.meaning
         result |= {"invalid_reasons": invalid_counts(scores), "policy": model.path, f"num_{unit}": len(rows)}
-        table = [("policy", model.path), (unit, str(len(rows))), ("reward", reward_line(result))]
+        result["reward_is"] = what
+        table = [("policy", model.path), (unit, str(len(rows))),
+                 ("reward" if what == "reward" else f"reward ({what})", reward_line(result))]
         table += [(key[:-5], f"{result[key]:.3f} ± {result[key[:-5] + '_stderr']:.3f}") for key in result
                   if key.endswith("_mean") and key != "reward_mean" and key[:-5] + "_stderr" in result]
+        table += [(key, f"{result[key]:.3f}") for key in ("length_words", "distinct_1", "distinct_2") if key in result]
         write_text(out / "eval.json", json.dumps(result, indent=2))
         write_text(out / "eval.md", markdown_table(["metric", "value"], table))
         print(format_table(table, "evaluation"))

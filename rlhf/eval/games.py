@@ -63,6 +63,8 @@ class Games:
                   **{side: game_stats(games) for side, games in per_game.items()},
                   "only_policy_won": only_policy, "only_baseline_won": only_baseline,
                   "mcnemar_p": mcnemar_exact(only_policy, only_baseline)}
+        # flat numbers, for `rlhf-eval sweep=`: the policy's unprefixed, the baseline's under baseline/
+        result |= result["policy"] | {f"baseline/{k}": v for k, v in result["baseline"].items()}
         out = Path(run_dir)
         out.mkdir(parents=True, exist_ok=True)
         write_jsonl(out / "games.jsonl", [{"side": side, **d.to_row(), **m} for side, games in played.items()

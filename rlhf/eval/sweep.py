@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 
 RESULT_FILES = ("final_metrics.json", "eval.json")
 # shown in the table when present, in this order (every shared metric goes to summary.json and summary.csv)
-PREFERRED = ("eval/reward_mean", "before/eval/reward_mean", "reward_mean", "eval/rewards/accuracy", "eval/loss",
-             "train/loss")
+PREFERRED = ("eval/reward_mean", "before/eval/reward_mean", "reward_mean", "win_rate", "success", "baseline/success",
+             "eval/rewards/accuracy", "eval/loss", "train/loss")
 
 
 @dataclass

@@ -11,7 +11,8 @@ apart and left out of the rate. Single-turn tasks (no user) give h = 1 only: the
 
 Standard errors are binomial, sqrt(p (1 - p) / n) per turn; the average's is sqrt(sum_h se_h^2) / H
 (turns taken as independent samples). With `by` (a field such as `group_id`) each turn's rate is also
-reported per value of that field (SharedRep's minority and majority side by side).
+reported per value of that field. A pluralistic gold judges under every group's gold too (`group_<g>`,
+SharedRep's minority and majority side by side), a composite reward under each component.
 """
 
 import json
@@ -24,7 +25,8 @@ from rlhf.eval.plots import line_plot
 from rlhf.eval.report import markdown_table
 from rlhf.eval.reward_eval import BackendFactory
 from rlhf.models.policy import Policy
-from rlhf.rewards.base import Invalid, Reward, Score, score_checked
+from rlhf.eval.views import scored
+from rlhf.rewards.base import Invalid, Reward, Score
 from rlhf.rewards.judge import PairwiseJudge
 from rlhf.rollout.engine import rollout
 from rlhf.tasks.base import DialogueTask
@@ -32,14 +34,20 @@ from rlhf.users.base import UserSimulator
 
 
 def preferences(judge: Reward, prefixes: list[list[dict]], first: list[str], second: list[str],
-                fields: list[dict]) -> list[Score]:
-    """1.0 where `first` wins, 0.0 where `second` does, 0.5 for a tie, Invalid where it could not be decided."""
+                fields: list[dict]) -> tuple[list[Score], dict[str, list[Score]]]:
+    """1.0 where `first` wins, 0.0 where `second` does, 0.5 for a tie, Invalid where it could not be decided;
+    and the same under each part of the reward (`rlhf.eval.views`: each group's gold, each component)."""
     if isinstance(judge, PairwiseJudge):
-        return judge.compare(prefixes, first, second, fields)
+        return judge.compare(prefixes, first, second, fields), {}
     conversations = [p + [{"role": "assistant", "content": r}] for p, r in zip(prefixes, first)]
     conversations += [p + [{"role": "assistant", "content": r}] for p, r in zip(prefixes, second)]
-    scores = score_checked(judge, conversations, fields + fields)
-    n = len(prefixes)
+    main, parts, _ = scored(judge, conversations, fields + fields)
+    return compared(main), {name: compared(values) for name, values in parts.items()}
+
+
+def compared(scores: list[Score]) -> list[Score]:
+    """The outcomes of the first half of `scores` against the second half."""
+    n = len(scores) // 2
     out: list[Score] = []
     for a, b in zip(scores[:n], scores[n:]):
         if isinstance(a, Invalid) or isinstance(b, Invalid):
@@ -79,20 +87,20 @@ class WinRatePerTurn:
         ours = backend(model=model.model, tokenizer=model.tokenizer)
         theirs = backend(model=self.baseline.model, tokenizer=self.baseline.tokenizer)
         prefixes = self.prefixes(theirs, user, task, openings, fields, turns, seed)
-        per_turn, compared = [], []
+        per_turn, records = [], []
         for h in range(1, turns + 1):
             cases = [(i, p[h - 1]) for i, p in enumerate(prefixes) if len(p) >= h]
             convs, rows = [c for _, c in cases], [fields[i] for i, _ in cases]
             a = [c[0].text for c in ours.generate(convs, 1, seed=seed * 1_000 + h)]
             b = [c[0].text for c in theirs.generate(convs, 1, seed=seed * 1_000 + h)]
-            outcomes = preferences(reward, convs, a, b, rows)
-            point = {"turn": h, **rate(outcomes)}
+            outcomes, by_part = preferences(reward, convs, a, b, rows)
+            point = {"turn": h, **rate(outcomes), **{name: rate(o) for name, o in by_part.items()}}
             if self.by is not None:
                 for value in sorted({str(r[self.by]) for r in rows}):
                     chosen = [o for o, r in zip(outcomes, rows) if str(r[self.by]) == value]
                     point[f"{self.by}={value}"] = rate(chosen)
             per_turn.append(point)
-            compared += [{"dialogue": i, "turn": h, "prefix": c, "policy": x, "baseline": y,
+            records += [{"dialogue": i, "turn": h, "prefix": c, "policy": x, "baseline": y,
                           "outcome": o if isinstance(o, float) else None,
                           "invalid_reason": o.reason if isinstance(o, Invalid) else None}
                          for (i, c), x, y, o in zip(cases, a, b, outcomes)]
@@ -102,14 +110,22 @@ class WinRatePerTurn:
         result = {"policy": model.path, "baseline": self.baseline.path, "per_turn": per_turn,
                   "win_rate": average, "win_rate_stderr": math.sqrt(sum(e * e for e in errs)) / len(errs)
                   if errs else math.nan}
+        # flat numbers, for `rlhf-eval sweep=`: each turn's rate and each part's average over turns
+        result |= {f"win_rate/h={p['turn']}": p["win_rate"] for p in per_turn}
+        parts = sorted({k for p in per_turn for k, v in p.items() if isinstance(v, dict)})
+        for name in parts:
+            rates = [p[name]["win_rate"] for p in per_turn if name in p and not math.isnan(p[name]["win_rate"])]
+            result[f"win_rate/{name}"] = sum(rates) / len(rates) if rates else math.nan
         out = Path(run_dir)
         out.mkdir(parents=True, exist_ok=True)
-        write_jsonl(out / "comparisons.jsonl", compared)
+        write_jsonl(out / "comparisons.jsonl", records)
         write_text(out / "eval.json", json.dumps(result, indent=2))
         table = self.table(result)
         write_text(out / "eval.md", table)
-        line_plot(out / "win_rate.png", [("turn h", "win rate against the baseline",
-                                          {"policy": [(p["turn"], p["win_rate"], p["stderr"]) for p in per_turn]})],
+        lines = {"policy": [(p["turn"], p["win_rate"], p["stderr"]) for p in per_turn]}
+        lines |= {name: [(p["turn"], p[name]["win_rate"], p[name]["stderr"]) for p in per_turn if name in p]
+                  for name in parts}
+        line_plot(out / "win_rate.png", [("turn h", "win rate against the baseline", lines)],
                   f"{model.path} vs {self.baseline.path}")
         print(table)
         return result
@@ -140,8 +156,8 @@ class WinRatePerTurn:
 
         rows = [[result["policy"], *(cell(p["win_rate"], p["stderr"]) for p in turns),
                  cell(result["win_rate"], result["win_rate_stderr"])]]
-        if self.by is not None:
-            values = sorted({k for p in turns for k in p if k.startswith(f"{self.by}=")})
+        values = sorted({k for p in turns for k in p if isinstance(p[k], dict)})  # parts, then breakdowns
+        if values:
             rows += [[value, *(cell(p[value]["win_rate"], p[value]["stderr"]) if value in p else "n/a"
                                for p in turns), ""] for value in values]
         counts = ", ".join(f"h={p['turn']}: {p['n']} ({p['wins']} won, {p['ties']} tied, {p['losses']} lost"

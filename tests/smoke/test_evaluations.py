@@ -135,3 +135,18 @@ def test_games_of_a_trained_policy_against_its_start(tmp_path, tiny_cache, d2po_
     for side in ("policy", "baseline"):  # the table's rates are the games' own
         assert result[side]["success"] == sum(g["success"] for g in sides if g["side"] == side) / 3
     assert 0.0 <= result["mcnemar_p"] <= 1.0 and "McNemar exact p" in (tmp_path / "games" / "eval.md").read_text()
+
+
+def test_a_pluralistic_gold_is_reported_per_group_with_length_and_distinct_n(tmp_path, tiny_cache):
+    result = evaluated(tmp_path, tiny_cache, "groups", "reward=gold_synthetic_pluralistic", "task=synthetic_prompts",
+                       "task.num_eval_prompts=6", "backend.max_new_tokens=16")
+    samples = [json.loads(line) for line in (tmp_path / "groups" / "samples.jsonl").read_text().splitlines()]
+    for g in (0, 1):  # each group's gold of every response, in the samples and summarised
+        values = [v for s in samples for v in s[f"group_{g}"] if v is not None]
+        assert result[f"group_{g}_mean"] == pytest.approx(sum(values) / len(values))
+    lowest = [min(a, b) for s in samples for a, b in zip(s["group_0"], s["group_1"]) if a is not None]
+    assert result["reward_is"] == "minimum over groups" and result["reward_mean"] == pytest.approx(sum(lowest) / len(lowest))
+    texts = [t for s in samples for t in s["responses"]]
+    assert result["length_words"] == pytest.approx(sum(len(t.split()) for t in texts) / len(texts))
+    assert 0 < result["distinct_2"] <= 1
+    assert "| reward (minimum over groups) |" in (tmp_path / "groups" / "eval.md").read_text()

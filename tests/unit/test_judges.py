@@ -8,6 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from rlhf.config import CONF_DIR, build
+from rlhf.eval.views import scored
 from rlhf.rewards.base import Invalid, score_checked
 from rlhf.rewards.judge import PairwiseJudge, PointwiseJudge, parse_scores
 from tests.fake_chat_server import Reply, Status, last_content
@@ -195,3 +196,14 @@ def test_local_judge_runs_end_to_end_on_the_tiny_model(tiny_path):
     # A random tiny model writes no JSON: each conversation is Invalid with the reason, after both attempts.
     assert scores == [Invalid("judge reply has no JSON object")] * 2
     assert judge.chat.backend.calls == 2
+
+
+def test_an_evaluation_keeps_each_score_of_the_judge(chat_server, tmp_path):
+    chat_server.script = judge_20q_reply
+    judge = api_judge(chat_server, tmp_path, "judge_20q")
+    empty = GAMES[2][:-1] + [{"role": "assistant", "content": "  "}]
+    main, parts, what = scored(judge, [GAMES[0], GAMES[1], empty], FIELDS)
+    assert main[:2] == [2 * 0.25 + 1, 2 * 0.25 + 0] and main[2] == Invalid("empty response")
+    assert parts["judge/accuracy"][:2] == [1.0, 0.0] and parts["judge/interactivity"][:2] == [0.5, 0.5]
+    assert parts["judge/information_gain"][2] == Invalid("empty response")
+    assert what == "the judge's weighted scores" and len(chat_server.bodies) == 2  # the empty reply is not asked

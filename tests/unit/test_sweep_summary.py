@@ -114,3 +114,17 @@ def test_rlhf_eval_sweep_entrypoint(sweep):
     assert "| algo=sft | 2 | 2 ± 1 |" in result.stdout
     assert (sweep / "summary.md").is_file() and (sweep / "aggregation" / ".hydra").is_dir()
     assert "Unfinished (1): algo=sft,experiment=debug,seed=3\n" in (sweep / "summary.md").read_text()
+
+
+def test_evaluations_of_a_sweep_average_their_headline_numbers(tmp_path):
+    # `rlhf-eval -m eval=win_rate policy.path=a,b seed=0,1`: each run's eval.json has its flat numbers
+    for path, rates in {"a": (0.6, 0.8), "b": (0.4, 0.4)}.items():
+        for seed, rate in enumerate(rates):
+            make_run(tmp_path, ["eval=win_rate", f"policy.path={path}", f"seed={seed}"],
+                     {"win_rate": rate, "win_rate/h=1": rate, "per_turn": [{"turn": 1}], "policy": path},
+                     result_file="eval.json")
+    summary = summarize_sweep(tmp_path)
+    assert summary["metrics"][0] == "win_rate"
+    groups = {g["group"]: g["metrics"]["win_rate"] for g in summary["groups"]}
+    assert groups["policy.path=a"]["mean"] == pytest.approx(0.7) and groups["policy.path=a"]["n"] == 2
+    assert groups["policy.path=b"]["stderr"] == pytest.approx(0.0)

@@ -12,7 +12,8 @@ from rlhf.backends.base import Completion
 from rlhf.eval.games import Games, mcnemar_exact
 from rlhf.eval.win_rate import WinRatePerTurn, preferences, rate
 from rlhf.rewards.base import Invalid
-from rlhf.rewards.gold import Length
+from rlhf.rewards.gold import BagOfWords, Length
+from rlhf.rewards.pluralistic import GroupGold
 from rlhf.rewards.twenty_questions import Guessed
 from rlhf.tasks.twenty_questions import DATA_DIR
 from rlhf.tasks.twenty_questions_task import TwentyQuestionsTask
@@ -68,6 +69,7 @@ def test_a_policy_that_wins_at_turn_two_only(tmp_path):
     assert result["win_rate"] == pytest.approx(0.5)
     assert result["win_rate_stderr"] == pytest.approx(math.sqrt(0 + 0 + 0.125) / 3)
     assert turns[0]["group_id=1"]["n"] == 2 and turns[1]["group_id=0"]["win_rate"] == 1.0
+    assert (result["win_rate/h=2"], result["win_rate/group_id=1"]) == (1.0, 0.5)
     # both sides answer each turn under the same seed
     assert backends["policy"].seeds == [3001, 3002, 3003] and backends["baseline"].seeds[-3:] == [3001, 3002, 3003]
     table = (tmp_path / "eval.md").read_text()
@@ -86,7 +88,8 @@ def test_a_policy_that_wins_at_turn_two_only(tmp_path):
 
 def test_preferences_from_scores_and_undecided_outcomes():
     prefix = [{"role": "user", "content": "q"}]
-    outcomes = preferences(Length(), [prefix] * 3, ["a b", "a", "   "], ["a", "a", "a"], [{}] * 3)
+    outcomes, parts = preferences(Length(), [prefix] * 3, ["a b", "a", "   "], ["a", "a", "a"], [{}] * 3)
+    assert parts == {}
     assert outcomes[:2] == [1.0, 0.5] and isinstance(outcomes[2], Invalid)
     assert rate(outcomes) == {"win_rate": 0.75, "stderr": pytest.approx(math.sqrt(0.75 * 0.25 / 2)), "n": 2,
                               "wins": 1, "ties": 1, "losses": 0, "invalid": 1}
@@ -132,3 +135,20 @@ def test_games_of_a_policy_that_guesses_one_object_against_one_that_guesses_anot
     assert "won only by the policy 2, only by the baseline 1; McNemar exact p = 1.0000" in table
     assert len((tmp_path / "games.jsonl").read_text().splitlines()) == 8
     assert (tmp_path / "games.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_pluralistic_gold_judges_under_every_group(tmp_path):
+    # group 0 likes "red", group 1 "near": the policy says "red" where the baseline says "near"
+    gold = GroupGold({"colour": BagOfWords(words=["red"]), "place": BagOfWords(words=["near"])},
+                     [{"colour": 1.0}, {"place": 1.0}])
+    backends = {"policy": Scripted(["red"]), "baseline": Scripted(["near"])}
+    models = {name: SimpleNamespace(model=name, tokenizer=None, path=name) for name in backends}
+    task = Task()
+    task.max_turns = 1
+    result = WinRatePerTurn(models["baseline"])(lambda: models["policy"], task, gold,
+                                                lambda model, tokenizer: backends[model], DatasetUser(), str(tmp_path), 0)
+    (turn,) = result["per_turn"]
+    # overall, each dialogue is judged under its own group_id (one of group 0, two of group 1)
+    assert (turn["group_0"]["win_rate"], turn["group_1"]["win_rate"], turn["win_rate"]) == (1.0, 0.0, 1 / 3)
+    assert (result["win_rate/group_0"], result["win_rate/group_1"]) == (1.0, 0.0)
+    assert "| group_0 | 100.0 ± 0.0 |  |" in (tmp_path / "eval.md").read_text()

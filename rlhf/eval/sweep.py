@@ -6,7 +6,8 @@ reported as unfinished (with its SLURM job id when the sweep was submitted with 
 Runs whose overrides differ only in the `over` keys (default: seed) form a group; each metric is reported as
 the mean over the group's runs, its standard error and the number of runs. Written to the sweep directory:
 `summary.md`, `summary.csv`, `summary.json` and `summary.png` (the main metric per group, each run a dot,
-and the groups' mean training-loss curves).
+the groups' mean training-loss curves, and where the groups differ in one numeric override, such as
+`data.proportion`, the metric against it).
 """
 
 import csv
@@ -219,6 +220,18 @@ def _csv(groups: list[Group], metrics: list[str]) -> str:
     return out.getvalue()
 
 
+def numeric_axis(groups: list[Group]) -> tuple[str, list[float]] | None:
+    """(key, values) when the groups differ in one override whose values are all numbers (e.g. a sweep over
+    data.proportion): the metric is then also drawn against it."""
+    pairs = [g.label.split("=", 1) for g in groups]
+    if len(groups) < 2 or any(len(p) != 2 or "," in p[1] for p in pairs) or len({k for k, _ in pairs}) != 1:
+        return None
+    try:
+        return pairs[0][0], [float(v) for _, v in pairs]
+    except ValueError:
+        return None
+
+
 def _plot(path: Path, groups: list[Group], metric: str) -> None:
     import matplotlib
 
@@ -227,8 +240,10 @@ def _plot(path: Path, groups: list[Group], metric: str) -> None:
 
     curves = [(g.label, g.curve()) for g in groups]
     with_curves = any(points for _, points in curves)
+    axis = numeric_axis(groups)
+    panels = 1 + with_curves + (axis is not None)
     height = max(3.0, 1 + 0.4 * len(groups))
-    fig, axes = plt.subplots(1, 2 if with_curves else 1, figsize=(12 if with_curves else 6, height), squeeze=False)
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, height), squeeze=False)
     bars = axes[0][0]
     for y, g in enumerate(groups):
         stats = g.stats(metric)
@@ -245,6 +260,15 @@ def _plot(path: Path, groups: list[Group], metric: str) -> None:
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("training loss (mean over runs)")
         ax.legend(fontsize=7)
+    if axis is not None:
+        key, xs = axis
+        ax = axes[0][-1]
+        order = sorted(range(len(groups)), key=lambda i: xs[i])
+        stats = [groups[i].stats(metric) for i in order]
+        ax.errorbar([xs[i] for i in order], [st["mean"] for st in stats],
+                    yerr=[0.0 if math.isnan(st["stderr"]) else st["stderr"] for st in stats], marker="o", capsize=3)
+        ax.set_xlabel(key)
+        ax.set_ylabel(f"{metric} (mean ± s.e. over runs)")
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=100)

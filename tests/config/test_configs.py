@@ -65,7 +65,7 @@ GROUPS = (*COMPONENT_GROUPS, "mode", "eval", "launcher", "experiment")
 # for a component group, EXPECTED_TYPE below (or, for the reward models, composites and pluralistic golds,
 # tests/config/test_reward_configs.py, which builds them on tiny local classifiers), so that every option
 # is known to be covered by these tests.
-NUM_OPTIONS = 108
+NUM_OPTIONS = 109
 # Reward options that wrap another reward option (its `_target_` nested under `reward.reward`).
 WRAPPERS = {"reward/noise", "reward/exponent"}
 # Options that build other components with them: a task that labels groups (its labelling and gold), the
@@ -153,6 +153,7 @@ EVAL_TARGET = {  # rlhf-eval's evaluations, and the settings an option needs to 
     "checkpoints": ("rlhf.eval.checkpoints.CheckpointCurve", ["eval.run={run_dir}"]),
     "win_rate": ("rlhf.eval.win_rate.WinRatePerTurn", ["eval.baseline.cache_dir={tiny_cache}/tiny"]),
     "games": ("rlhf.eval.games.Games", ["eval.baseline.cache_dir={tiny_cache}/tiny"]),
+    "pairs": ("rlhf.eval.pairs.PairAccuracy", []),
 }
 LAUNCHER_TARGET = {
     "local": "hydra._internal.core_plugins.basic_launcher.BasicLauncher",

@@ -150,3 +150,19 @@ def test_a_pluralistic_gold_is_reported_per_group_with_length_and_distinct_n(tmp
     assert result["length_words"] == pytest.approx(sum(len(t.split()) for t in texts) / len(texts))
     assert 0 < result["distinct_2"] <= 1
     assert "| reward (minimum over groups) |" in (tmp_path / "groups" / "eval.md").read_text()
+
+
+def test_reward_model_pair_accuracy_per_group(tmp_path, tiny_cache):
+    rm = tmp_path / "rm"
+    run("rlhf.train", rm, tiny_cache, "experiment=maxmin_rm", "trainer.max_steps=20")
+    result = evaluated(tmp_path, tiny_cache, "pairs", "eval=pairs", "task=synthetic_pluralistic", "reward=group_rm",
+                       f"reward.path={rm}/model", "reward.route=group")
+    trained = json.loads((rm / "final_metrics.json").read_text())
+    # the same held-out pairs, each on its group's head: the training loop's accuracy (400 pairs in 25 equal
+    # batches, so its mean of batch means is the pooled mean)
+    assert result["n"] == 400 and result["accuracy"] == pytest.approx(trained["eval/rewards/accuracy"])
+    groups = [result["group_id=0"], result["group_id=1"]]
+    assert groups[0]["n"] + groups[1]["n"] == 400 and groups[0]["n"] < groups[1]["n"]  # 0 is the minority
+    pooled = (groups[0]["accuracy"] * groups[0]["n"] + groups[1]["accuracy"] * groups[1]["n"]) / 400
+    assert pooled == pytest.approx(result["accuracy"])
+    assert "| group_id=0 |" in (tmp_path / "pairs" / "eval.md").read_text()

@@ -128,3 +128,16 @@ def test_evaluations_of_a_sweep_average_their_headline_numbers(tmp_path):
     groups = {g["group"]: g["metrics"]["win_rate"] for g in summary["groups"]}
     assert groups["policy.path=a"]["mean"] == pytest.approx(0.7) and groups["policy.path=a"]["n"] == 2
     assert groups["policy.path=b"]["stderr"] == pytest.approx(0.0)
+
+
+def test_a_sweep_over_one_number_is_also_drawn_against_it(tmp_path):
+    from rlhf.eval.sweep import find_runs, group_runs, numeric_axis
+
+    for proportion, value in ((0.05, 1.0), (0.2, 3.0), (0.1, 2.0)):
+        for seed in (1, 2):
+            make_run(tmp_path, [f"data.proportion={proportion}", f"seed={seed}"], {"eval/group_0_mean": value + seed})
+    groups, _ = group_runs(find_runs(tmp_path), ["seed"])
+    assert numeric_axis(groups) == ("data.proportion", [0.05, 0.1, 0.2])
+    summarize_sweep(tmp_path, metrics=["eval/group_0_mean"])
+    assert (tmp_path / "summary.png").read_bytes().startswith(b"\x89PNG")
+    assert numeric_axis([g for g in groups if g.label.startswith("data")][:1]) is None  # one group: no axis

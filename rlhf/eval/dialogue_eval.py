@@ -4,22 +4,13 @@ single-turn tasks (no user) and dialogues with a simulated user alike."""
 import math
 from collections.abc import Callable
 
-from rlhf.eval.reward_eval import BackendFactory, summarize
-from rlhf.models.policy import Policy
+from rlhf.eval.reward_eval import BackendFactory, part_metrics, summarize
 from rlhf.eval.views import scored
+from rlhf.models.policy import Policy
 from rlhf.rewards.base import Invalid, Reward, Score, invalid_counts
 from rlhf.rollout.engine import Dialogue, rollout, summary
 from rlhf.tasks.base import DialogueTask
 from rlhf.users.base import UserSimulator
-
-
-def part_metrics(parts: dict[str, list[Score]]) -> dict[str, float]:
-    """`<part>_mean` and `<part>_stderr` of each part of a reward, over its valid scores."""
-    out = {}
-    for name, values in parts.items():
-        stats = summarize(values)
-        out[f"{name}_mean"], out[f"{name}_stderr"] = stats["reward_mean"], stats["reward_stderr"]
-    return out
 
 
 def mean_and_stderr(values: list[float]) -> tuple[float, float]:

@@ -6,9 +6,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rlhf.atomic import write_jsonl, write_text
-from rlhf.eval.dialogue_eval import DialogueEvaluator, part_metrics
+from rlhf.eval.dialogue_eval import DialogueEvaluator
 from rlhf.eval.report import format_table, markdown_table, reward_line
-from rlhf.eval.reward_eval import BackendFactory, generate_and_score, summarize
+from rlhf.eval.reward_eval import BackendFactory, generate_and_score, part_metrics, summarize
 from rlhf.eval.views import distinct_n, scored
 from rlhf.models.policy import Policy
 from rlhf.rewards.base import Reward, as_columns, invalid_counts

@@ -5,6 +5,7 @@ import math
 from collections.abc import Callable
 
 from rlhf.backends.base import Backend
+from rlhf.eval.views import scored
 from rlhf.models.policy import Policy
 from rlhf.rewards.base import Invalid, Reward, Score, as_columns, invalid_counts, score_checked, valid_scores
 
@@ -48,6 +49,15 @@ def summarize(scores: list[Score]) -> dict[str, float]:
             "reward_invalid": len(scores) - n}
 
 
+def part_metrics(parts: dict[str, list[Score]]) -> dict[str, float]:
+    """`<part>_mean` and `<part>_stderr` of each part of a reward, over its valid scores."""
+    out = {}
+    for name, values in parts.items():
+        stats = summarize(values)
+        out[f"{name}_mean"], out[f"{name}_stderr"] = stats["reward_mean"], stats["reward_stderr"]
+    return out
+
+
 class RewardEvaluator:
     """What the training loop calls at eval time: generate on fixed held-out prompts, return reward stats.
 
@@ -65,9 +75,14 @@ class RewardEvaluator:
         return generate_and_score(backend, self.reward, self.prompts if prompts is None else prompts, self.num_samples)
 
     def __call__(self, policy: Policy) -> dict[str, float]:
-        scores = row_scores(self.rollouts(policy))
+        """Reward statistics, and each part's (a composite's components, a pluralistic gold's groups, a
+        judge's scores: `rlhf.eval.views`) as `<part>_mean` / `<part>_stderr`."""
+        backend = self.backend(model=policy.model, tokenizer=policy.tokenizer)
+        rows = generate_and_score(backend, None, self.prompts, self.num_samples)
+        scores, parts, _ = scored(self.reward, [r["prompt"] + [{"role": "assistant", "content": t}]
+                                                for r in rows for t in r["responses"]])
         reasons = invalid_counts(scores)
         if reasons:  # counted in reward_invalid; the reasons go to the log
             log.info("%d of %d evaluation samples could not be scored: %s", sum(reasons.values()), len(scores),
                      ", ".join(f"{reason} ({n})" for reason, n in sorted(reasons.items())))
-        return summarize(scores)
+        return summarize(scores) | part_metrics(parts)

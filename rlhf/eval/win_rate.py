@@ -24,8 +24,8 @@ from rlhf.eval.evaluate import PolicyFactory
 from rlhf.eval.plots import line_plot
 from rlhf.eval.report import markdown_table
 from rlhf.eval.reward_eval import BackendFactory
-from rlhf.models.policy import Policy
 from rlhf.eval.views import scored
+from rlhf.models.policy import Policy
 from rlhf.rewards.base import Invalid, Reward, Score
 from rlhf.rewards.judge import PairwiseJudge
 from rlhf.rollout.engine import rollout

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from rlhf.backends.base import Completion
 from rlhf.eval.reward_eval import RewardEvaluator, summarize
 from rlhf.rewards.base import Invalid, as_columns, invalid_counts, score_checked, screen_response
+from rlhf.rewards.composite import Composite
 from rlhf.rewards.gold import Length
 
 
@@ -101,3 +102,13 @@ def test_evaluator_counts_invalid_samples_and_logs_their_reasons(caplog):
     assert result["n"] == 2 and result["reward_invalid"] == 1
     [message] = [r.getMessage() for r in caplog.records if "could not be scored" in r.getMessage()]
     assert message.startswith("1 of 3 evaluation samples could not be scored: ") and "(1)" in message
+
+
+def test_evaluator_reports_each_component_of_a_composite():
+    prompts = [[{"role": "user", "content": f"q{i}"}] for i in range(3)]
+    reward = Composite({"words": Length(), "chars": Length(unit="chars")}, {"words": 1.0, "chars": 0.5})
+    evaluate = RewardEvaluator(lambda model, tokenizer: ScriptedBackend(["a b", "abc", "ab cd e"]), reward, prompts)
+    result = evaluate(SimpleNamespace(model=None, tokenizer=None))
+    # words 2, 1, 3; characters 3, 3, 7
+    assert result["component/words_mean"] == pytest.approx(2.0) and result["component/chars_mean"] == pytest.approx(13 / 3)
+    assert result["reward_mean"] == pytest.approx(2.0 + 0.5 * 13 / 3)

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from rlhf.tasks.twenty_questions_task import TwentyQuestionsTask
-from tests.smoke.helpers import REPO, command, env, run
+from tests.smoke.helpers import REPO, command, env, kill_when, run
 
 pytestmark = pytest.mark.slow
 
@@ -66,6 +66,15 @@ def test_checkpoint_curve_points_are_the_checkpoints_own_evaluations_and_resume(
     again = json.loads((curve_dir / "curve.json").read_text())
     assert [p["reward_mean"] for p in again] == [curve[0]["reward_mean"], 999.0, curve[2]["reward_mean"],
                                                  curve[3]["reward_mean"]]
+
+    # killed after its second point, the evaluation resumes to the same curve
+    killed = tmp_path / "killed"
+    kill_when("rlhf.eval", killed, tiny_cache, killed / "checkpoints" / "step-00000002" / "eval.json", *overrides,
+              what="its second point")
+    assert not (killed / "curve.json").exists(), "the evaluation finished before it could be killed"
+    run("rlhf.eval", killed, tiny_cache, *overrides)
+    resumed = json.loads((killed / "curve.json").read_text())
+    assert [(p["step"], p["reward_mean"]) for p in resumed] == [(p["step"], p["reward_mean"]) for p in curve]
 
 
 def test_ppo_checkpoints_load_without_their_value_head(tmp_path, tiny_cache):

@@ -1,13 +1,16 @@
 """Loading rows from a hub dataset name or a local path (jsonl/json, parquet, a saved `datasets` folder)."""
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import datasets
 
 from rlhf.data.filters import RowFilter, apply_filters
-from rlhf.data.schema import validate_rows
+from rlhf.data.schema import as_messages, validate_rows
 from rlhf.data.sources import convert_rows
+
+log = logging.getLogger(__name__)
 
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
@@ -56,9 +59,25 @@ def load_validated(path: str, kind: str, split: str = "train", limit: int | None
     source = source_name(path, split)
     if format is None:
         validate_rows(rows, kind, source=source)
-        return apply_filters(rows, filters, task, source) if filters else rows
-    rows = convert_rows(rows, format, kind, source)
-    if filters:
-        rows = apply_filters(rows, filters, task, source)
-    validate_rows(rows, kind, source=source)
-    return rows
+        rows = apply_filters(rows, filters, task, source) if filters else rows
+    else:
+        rows = convert_rows(rows, format, kind, source)
+        if filters:
+            rows = apply_filters(rows, filters, task, source)
+        validate_rows(rows, kind, source=source)
+    return drop_identical_pairs(rows, source) if kind == "preference" else rows
+
+
+def drop_identical_pairs(rows: datasets.Dataset, source: str) -> datasets.Dataset:
+    """Preference rows whose chosen and rejected replies are the same carry no preference (a pairwise loss is
+    constant on them): they are dropped, counted and named in the log; none left is an error."""
+    same = [i for i, (c, r) in enumerate(zip(rows["chosen"], rows["rejected"])) if as_messages(c, "assistant")
+            == as_messages(r, "assistant")]
+    if not same:
+        return rows
+    if len(same) == len(rows):
+        raise ValueError(f"every one of the {len(rows)} pairs of {source} has identical chosen and rejected replies")
+    log.warning("dropped %d of %d pairs of %s whose chosen and rejected replies are identical (rows %s%s)",
+                len(same), len(rows), source, ", ".join(map(str, same[:10])), ", ..." if len(same) > 10 else "")
+    keep = sorted(set(range(len(rows))) - set(same))
+    return rows.select(keep)

@@ -11,6 +11,7 @@ Three row kinds (column names are the schema):
   `rlhf-generate` writes them; every row of a dataset has the same K.
 """
 
+import math
 from collections.abc import Iterable
 
 ROLES = ("system", "user", "assistant")
@@ -93,6 +94,8 @@ def row_problems(row: dict, kind: str) -> list[str]:
         for column in ("score_chosen", "score_rejected", "magnitude"):
             if row.get(column) is not None and not isinstance(row[column], (int, float)):
                 problems.append(f"column '{column}' must be a number, got {type(row[column]).__name__}")
+            elif row.get(column) is not None and not math.isfinite(row[column]):
+                problems.append(f"column '{column}' must be a finite number, got {row[column]}")
     if kind == "group":
         problems += _group_problems(row["responses"], row["scores"])
     return problems
@@ -107,6 +110,8 @@ def _group_problems(responses, scores) -> list[str]:
                 if not isinstance(r, str) or not r.strip()]
     if not all(isinstance(x, (int, float)) for x in scores):
         problems.append("column 'scores' must hold numbers only")
+    elif not all(math.isfinite(x) for x in scores):
+        problems.append(f"column 'scores' must hold finite numbers, got {scores}")
     return problems
 
 

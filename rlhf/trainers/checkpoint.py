@@ -114,6 +114,22 @@ class Preemption:
         raise SystemExit(f"stopped after a checkpoint ({name})")
 
 
+def check_finite(grad_norm: torch.Tensor | None, loss: torch.Tensor, where: str, accelerator: Accelerator) -> None:
+    """Stop before an optimizer step that would write non-finite weights (so no checkpoint ever holds them):
+    the gradient norm (the same on every process, after the gradient sync) or, where there is none to read
+    (DeepSpeed) and one process, the loss is inf or NaN. Under fp16 loss scaling an overflow is the scaler's
+    to handle (it skips that step and lowers the scale), so nothing is checked."""
+    if accelerator.scaler is not None:
+        return
+    bad = grad_norm is not None and not torch.isfinite(torch.as_tensor(grad_norm)).all()
+    bad = bad or (grad_norm is None and accelerator.num_processes == 1 and not torch.isfinite(loss.detach()).all())
+    if bad:
+        raise FloatingPointError(
+            f"non-finite {'gradient norm' if grad_norm is not None else 'loss'} at {where} "
+            f"(loss {float(loss.detach()):.4g}): stopped before the step, so the weights and the last checkpoint "
+            "stay finite; lower trainer.learning_rate, check the data's scores, or resume from the checkpoint")
+
+
 def after_update(accelerator: Accelerator, run_dir: Path, step: int, total: int, state: dict, run_eval: Callable,
                  eval_every: int, checkpoint_every: int, keep: int, preemption: Preemption) -> None:
     """What a training loop does after an update: evaluate every `eval_every` updates and checkpoint every

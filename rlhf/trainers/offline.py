@@ -43,7 +43,8 @@ from rlhf.models.policy import Policy
 from rlhf.models.value_model import PolicyWithValueHead
 from rlhf.rewards.base import Reward
 from rlhf.tasks.dataset import DatasetTask
-from rlhf.trainers.checkpoint import Preemption, after_update, finish_run, latest_checkpoint, load_checkpoint
+from rlhf.trainers.checkpoint import (Preemption, after_update, check_finite, finish_run, latest_checkpoint,
+                                     load_checkpoint)
 from rlhf.trainers.reference import make_reference
 from rlhf.trainers.steps import compute_loss, logprob_temperature
 
@@ -170,6 +171,8 @@ def fit_offline(
     batch_size is per process; one optimizer step sees batch_size x processes x gradient_accumulation_steps
     examples. eval_every / checkpoint_every are in optimizer steps (0 = only at the end).
     """
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"trainer.max_steps={max_steps} must be >= 1 (or null: trainer.epochs epochs)")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     done = run_dir / "final_metrics.json"
@@ -264,6 +267,7 @@ def fit_offline(
             accelerator.backward(loss)
             if accelerator.sync_gradients:
                 grad_norm = accelerator.clip_grad_norm_(params, max_grad_norm)  # None: DeepSpeed has none
+                check_finite(grad_norm, loss, f"optimizer step {step + 1}", accelerator)
                 window.add({"grad_norm": grad_norm} if grad_norm is not None else {})
             optimizer.step()
             optimizer.zero_grad()

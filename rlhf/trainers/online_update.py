@@ -13,6 +13,7 @@ from accelerate.utils import gather_object
 from rlhf.data.examples import Examples
 from rlhf.rollout.experience import Experience
 from rlhf.tasks.base import DialogueTask
+from rlhf.trainers.checkpoint import check_finite
 from rlhf.trainers.offline import Averages, epoch_order
 from rlhf.trainers.steps import OUTPUTS, PER_TOKEN_KINDS, REFERENCE_OUTPUTS, call_loss, call_with
 
@@ -217,6 +218,7 @@ def update(accelerator, model, optimizer, algo, examples: Examples, positions: l
             accelerator.backward(loss)
             if accelerator.sync_gradients:
                 grad_norm = accelerator.clip_grad_norm_(params, max_grad_norm)
+                check_finite(grad_norm, loss, "an optimizer step of this update", accelerator)
                 if grad_norm is not None:
                     metrics.add({"grad_norm": grad_norm})
             optimizer.step()  # steps once the micro-batches are accumulated

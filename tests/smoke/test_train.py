@@ -170,3 +170,18 @@ def test_lora_runs_are_reproducible(tmp_path, tiny_cache):
     assert not all(torch.equal(adapter["a"][k], adapter["c"][k]) for k in adapter["a"])
     lora_b = [v for k, v in adapter["a"].items() if "lora_B" in k]
     assert lora_b and all(v.abs().sum() > 0 for v in lora_b), "LoRA B (initialised to zero) was not trained"
+
+
+def test_a_non_finite_gradient_stops_the_run_before_the_weights_or_a_checkpoint_take_it(tmp_path, tiny_cache):
+    # a learning rate this large makes the weights huge after one step, and the next loss and gradient inf/NaN
+    run_dir = tmp_path / "run"
+    result = subprocess.run(command("rlhf.train", run_dir, "experiment=debug", "trainer.learning_rate=1e30",
+                                    "trainer.checkpoint_every=1", "trainer.max_steps=6"),
+                            cwd=REPO, env=env(tiny_cache), capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert "FloatingPointError: non-finite gradient norm at optimizer step" in result.stderr
+    assert "stopped before the step, so the weights and the last checkpoint stay finite" in result.stderr
+    checkpoints = sorted((run_dir / "checkpoints").glob("step-*/model.safetensors"))
+    assert checkpoints and not (run_dir / "final_metrics.json").exists()
+    for path in checkpoints:
+        assert all(torch.isfinite(t).all() for t in load_file(path).values()), path

@@ -8,7 +8,7 @@ import pytest
 
 from rlhf.data.examples import check_supports
 from rlhf.data.loading import load_rows, load_validated
-from rlhf.data.schema import DataValidationError, row_problems, validate_rows
+from rlhf.data.schema import DataValidationError, as_messages, row_problems, validate_rows
 from rlhf.tasks.dataset import DatasetTask
 
 
@@ -54,6 +54,10 @@ BAD = [
      "column 'score_chosen' must be a number, got str"),
     ("preference", {"prompt": "a", "chosen": "c", "rejected": "d", "magnitude": [1]},
      "column 'magnitude' must be a number, got list"),
+    ("preference", {"prompt": "a", "chosen": "c", "rejected": "d", "score_chosen": float("inf")},
+     "column 'score_chosen' must be a finite number, got inf"),
+    ("preference", {"prompt": "a", "chosen": "c", "rejected": "d", "score_rejected": float("nan")},
+     "column 'score_rejected' must be a finite number, got nan"),
     ("prompt", {"prompt": " "}, "column 'prompt' is an empty turn"),
     ("prompt", {"text": "Hi"}, "column 'prompt' is missing"),
 ]
@@ -176,6 +180,34 @@ def test_load_validated_names_the_source(tmp_path):
     assert len(load_validated(path, "preference", limit=2)) == 2
 
 
+def test_non_finite_scores_in_a_file_are_refused_at_load(tmp_path):
+    path = tmp_path / "scores.jsonl"
+    path.write_text('{"prompt": "Q", "chosen": "A", "rejected": "B", "score_chosen": 1.0, "score_rejected": 0.5}\n'
+                    '{"prompt": "Q", "chosen": "A", "rejected": "B", "score_chosen": Infinity, "score_rejected": 0.5}\n')
+    with pytest.raises(DataValidationError, match=re.escape(
+            f"in {str(path)!r}:\n  row 1: column 'score_chosen' must be a finite number, got inf")):
+        load_validated(str(path), "preference")
+    groups = tmp_path / "groups.jsonl"
+    groups.write_text('{"prompt": "Q", "responses": ["A", "B"], "scores": [1.0, NaN]}\n')
+    with pytest.raises(DataValidationError, match=r"row 0: column 'scores' must hold finite numbers, got \[1.0, nan\]"):
+        load_validated(str(groups), "group")
+
+
+def test_pairs_with_identical_replies_are_dropped_and_counted(tmp_path, caplog):
+    rows = [{"prompt": "Q", "chosen": "A", "rejected": "B"}, {"prompt": "Q", "chosen": "same", "rejected": "same"},
+            {"prompt": "Q", "chosen": [m("assistant", "x")], "rejected": "x"}, {"prompt": "Q", "chosen": "C", "rejected": "D"}]
+    path = write_jsonl(tmp_path / "ties.jsonl", rows[:2] + rows[3:])
+    with caplog.at_level("WARNING", logger="rlhf.data.loading"):
+        kept = load_validated(path, "preference")
+    assert list(kept["chosen"]) == ["A", "C"]
+    assert f"dropped 1 of 3 pairs of {path!r} whose chosen and rejected replies are identical (rows 1)" in caplog.text
+    # a reply given as a message list is the same reply as its text
+    assert as_messages(rows[2]["chosen"], "assistant") == as_messages(rows[2]["rejected"], "assistant")
+    only = write_jsonl(tmp_path / "only.jsonl", [rows[1]])
+    with pytest.raises(ValueError, match="every one of the 1 pairs of .* has identical chosen and rejected replies"):
+        load_validated(only, "preference")
+
+
 # ---- DatasetTask ---------------------------------------------------------------------------------------
 
 
@@ -223,3 +255,12 @@ def test_check_supports():
         check_supports("prompt", "sequence", "src")
     for schema, kind in (("preference", "pair"), ("preference", "sequence"), ("conversation", "sequence")):
         check_supports(schema, kind, "src")  # does not raise
+
+
+def test_zero_training_steps_is_refused_not_read_as_an_epoch(tmp_path):
+    from rlhf.trainers.offline import fit_offline
+
+    with pytest.raises(ValueError, match=r"trainer.max_steps=0 must be >= 1 \(or null: trainer.epochs epochs\)"):
+        fit_offline(policy=None, algo=None, task=None, tokenization=None, logger=None, run_dir=str(tmp_path), seed=0,
+                    config={}, max_steps=0)
+    assert not any(tmp_path.iterdir())  # refused before the run directory is written

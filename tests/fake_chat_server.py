@@ -118,11 +118,19 @@ class FakeChatServer:
                     return
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 behaviour = server._begin(body, dict(self.headers.items()))
+                self.ended = False
                 try:
                     self._act(behaviour, body)
                 except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
                     pass
                 finally:
+                    self._finish()
+
+            def _finish(self) -> None:
+                """The request leaves the in-flight count once, before its reply goes out: a client that
+                gets the reply may send its next request before this thread runs again."""
+                if not self.ended:
+                    self.ended = True
                     server._end()
 
             def _act(self, behaviour: Behaviour, body: dict) -> None:
@@ -143,6 +151,7 @@ class FakeChatServer:
                     self._send(200, behaviour.body)
 
             def _send(self, code: int, payload: bytes, extra: dict[str, str] | None = None) -> None:
+                self._finish()
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))

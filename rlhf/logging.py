@@ -62,7 +62,8 @@ class NoLogger:
 
 
 class WandbLogger:
-    """Weights & Biases. Runs offline when no `WANDB_API_KEY` is set (sync later with `wandb sync`).
+    """Weights & Biases. `mode` (online | offline | disabled) when the config sets one, else `WANDB_MODE` from
+    the environment, else offline when no `WANDB_API_KEY` is set (sync later with `wandb sync`).
 
     The run id is derived from the run directory, so a resumed or requeued job continues the same wandb run.
     """
@@ -70,7 +71,8 @@ class WandbLogger:
     def __init__(self, project: str = "rlhf", entity: str | None = None, mode: str | None = None,
                  tags: list[str] | None = None):
         self.project, self.entity, self.tags = project, entity, tags
-        self.mode = mode or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+        # the config's mode, else the environment's WANDB_MODE, else online only with a key
+        self.mode = mode or os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
         self.run = None
 
     def start(self, run_dir: Path, config: dict) -> None:

@@ -20,6 +20,7 @@ from rlhf.atomic import write_text
 from rlhf.logging import redact
 
 REPO_DIR = Path(__file__).resolve().parents[1]
+log = logging.getLogger(__name__)
 CONF_DIR = str(REPO_DIR / "conf")  # absolute, so the entrypoints find it from any working directory
 OmegaConf.register_new_resolver("data_dir", lambda: str(REPO_DIR / "data"), replace=True)
 OmegaConf.register_new_resolver("or_default", lambda value, default: value or default, replace=True)
@@ -41,6 +42,49 @@ def quiet_libraries() -> None:
     logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)
 
 
+# What a run directory holds once it has results to resume from or return
+RESULTS = ("checkpoints", "final_metrics.json", "chunks", "eval.json", "dataset", "dialogues")
+# Settings that change where or how often things are written, not what is computed (conf/run_dirs.yaml keeps
+# them out of the run directory's name too)
+UNCHECKED = ("logger", "launcher", "resume", "trainer.log_every", "trainer.eval_every", "trainer.checkpoint_every",
+             "trainer.keep_checkpoints", "push_to_hub", "push_private")
+
+
+def flat(config, prefix: str = "") -> dict[str, object]:
+    if isinstance(config, dict):
+        return {k: v for key, value in config.items() for k, v in flat(value, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: config}
+
+
+def check_same_settings(run_dir: Path, config: dict) -> None:
+    """A run directory that already holds results resumes (or returns) them only under the settings that made
+    them: a changed setting is refused, naming every key that differs, unless `resume=ignore_config_change`
+    (then the old state continues under the new settings, and the log says which changed)."""
+    if config.get("resume", "check") not in ("check", "ignore_config_change"):
+        raise ValueError(f"resume={config['resume']!r} is not one of check, ignore_config_change")
+    saved = run_dir / "config.yaml"
+    if not saved.is_file() or not any((run_dir / name).exists() for name in RESULTS):
+        return
+    before, now = flat(yaml.safe_load(saved.read_text()) or {}), flat(config)
+    changed = sorted(k for k in before.keys() | now.keys()
+                     if before.get(k, "<unset>") != now.get(k, "<unset>") and not k.startswith(UNCHECKED))
+    if not changed:
+        return
+    def shown(value) -> str:
+        text = repr(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    lines = "\n  ".join(f"{k}: {shown(before.get(k, '<unset>'))} -> {shown(now.get(k, '<unset>'))}"
+                         for k in changed[:40])
+    more = f"\n  ... and {len(changed) - 40} more" if len(changed) > 40 else ""
+    if config.get("resume") == "ignore_config_change":
+        log.warning("resume=ignore_config_change: %s continues under changed settings:\n  %s%s", run_dir, lines, more)
+        return
+    raise ValueError(f"{run_dir} holds results made with other settings, which a resume would silently reuse:\n  "
+                     f"{lines}{more}\nUse another run directory, run with the saved settings ({saved}), or pass "
+                     "resume=ignore_config_change to continue the old state under the new settings")
+
+
 def prepare_run(cfg: DictConfig) -> dict:
     """Seed Python, NumPy and torch with `cfg.seed` (before any model is built, so e.g. LoRA initialisation
     is reproducible), resolve `cfg`, write it (secrets redacted) to `<run_dir>/config.yaml` atomically, and
@@ -50,6 +94,7 @@ def prepare_run(cfg: DictConfig) -> dict:
     config = redact(OmegaConf.to_container(cfg, resolve=True))
     run_dir = Path(config["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
+    check_same_settings(run_dir, config)
     if int(os.environ.get("RANK", "0")) == 0:
         write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     return config

@@ -6,10 +6,15 @@ and API keys are read from the environment by the components that need them, nev
 
 import hashlib
 import json
+import logging
 import os
 import re
 from pathlib import Path
 from typing import Protocol
+
+from rlhf.atomic import write_text
+
+log = logging.getLogger(__name__)
 
 SECRET_KEY = re.compile(r"(api_?key|token|secret|password)$", re.IGNORECASE)
 
@@ -36,8 +41,19 @@ class JsonlLogger:
     def __init__(self, path: Path, truncate_after: int | None = None):
         self.path = path
         if truncate_after is not None and path.exists():
-            lines = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= truncate_after]
-            path.write_text("".join(line + "\n" for line in lines))
+            lines = path.read_text().splitlines()
+            kept = []
+            for number, line in enumerate(lines, 1):
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    if number < len(lines):
+                        raise ValueError(f"{path} line {number} is not JSON (the file was edited or corrupted)")
+                    log.warning("%s: dropped its last line, cut off when the run was killed", path)
+                    continue
+                if row["step"] <= truncate_after:
+                    kept.append(line)
+            write_text(path, "".join(line + "\n" for line in kept))
         self.file = path.open("a")
 
     def log(self, metrics: dict[str, float], step: int) -> None:

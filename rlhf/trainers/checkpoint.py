@@ -146,12 +146,20 @@ def after_update(accelerator: Accelerator, run_dir: Path, step: int, total: int,
         preemption.hand_over()
 
 
-def finish_run(accelerator: Accelerator, run_dir: Path, total: int, state: dict, keep: int, final: dict,
+def finish_run(accelerator: Accelerator, run_dir: Path, total: int, state: dict, keep: int, run_eval: Callable,
                averaged: dict, save_model: Callable[[], None], sharded_model=None) -> dict[str, float]:
-    """The end of a training run: the last checkpoint, the model (under ZeRO-3, `sharded_model`'s weights are
-    gathered on every process first), and final_metrics.json: the evaluation before training (`state`), the
-    final one and the last training averages. Returns those metrics."""
-    save_checkpoint(accelerator, run_dir, total, state, keep)
+    """The end of a training run: the final evaluation, the last checkpoint, the model (under ZeRO-3,
+    `sharded_model`'s weights are gathered on every process first), and final_metrics.json: the evaluation
+    before training (`state`), the final one and the last training averages. Returns those metrics.
+
+    The final evaluation and the averages are kept in the last checkpoint, so a run killed after it (while the
+    model is saved) finishes on resume without evaluating again or losing its training averages."""
+    if "final" in state:  # resumed from the last checkpoint
+        final, averaged = state["final"], state["averaged"]
+    else:
+        final = run_eval(total)
+        state |= {"final": final, "averaged": averaged}
+        save_checkpoint(accelerator, run_dir, total, state, keep)
     with gathered(sharded_model) if sharded_model is not None else contextlib.nullcontext():
         if accelerator.is_main_process:
             save_model()

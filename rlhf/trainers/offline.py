@@ -290,8 +290,7 @@ def fit_offline(
                      keep_checkpoints, preemption)
     bar.close()
 
-    final = run_eval(total)
-    result = finish_run(accelerator, run_dir, total, state, keep_checkpoints, final, averaged,
+    result = finish_run(accelerator, run_dir, total, state, keep_checkpoints, run_eval, averaged,
                         lambda: view.save(run_dir / "model"), view.model if sharded else None)
     if main:
         jsonl.close()

@@ -271,10 +271,9 @@ def fit_online(
                      keep_checkpoints, preemption)
     bar.close()
 
-    final = run_eval(max_steps)
     if discriminator is not None:  # the reward model as trained, loadable by reward=reward_model reward.path=
         Policy(discriminator.model, discriminator.tokenizer, "").save(run_dir / "discriminator")
-    result = finish_run(accelerator, run_dir, max_steps, state, keep_checkpoints, final, averaged,
+    result = finish_run(accelerator, run_dir, max_steps, state, keep_checkpoints, run_eval, averaged,
                         lambda: view.save(run_dir / "model"), view.model if sharded else None)
     if main:
         jsonl.close()

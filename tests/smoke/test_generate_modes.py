@@ -50,7 +50,8 @@ def test_generation_refuses_chunks_of_other_work(tmp_path, tiny_cache):
     result = subprocess.run(command("rlhf.generate", out, "mode=dialogues", *GAME, "task.max_turns=1",
                                     "num_prompts=2", "~reward", "seed=3"),
                             cwd=REPO, env=env(tiny_cache), capture_output=True, text=True)
-    assert result.returncode != 0 and "holds chunks of different work (differs in ['seed'])" in result.stderr
+    assert result.returncode != 0 and "holds results made with other settings" in result.stderr
+    assert "\n  seed: 0 -> 3\n" in result.stderr
 
 
 def test_refuel_pairs_then_refuel_training(tmp_path, tiny_cache):

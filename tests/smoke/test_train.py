@@ -1,6 +1,7 @@
 """The real `rlhf-train` on the tiny model: finite loss, every trainable parameter changed, resume."""
 
 import json
+import shutil
 import subprocess
 
 import pytest
@@ -185,3 +186,40 @@ def test_a_non_finite_gradient_stops_the_run_before_the_weights_or_a_checkpoint_
     assert checkpoints and not (run_dir / "final_metrics.json").exists()
     for path in checkpoints:
         assert all(torch.isfinite(t).all() for t in load_file(path).values()), path
+
+
+@pytest.mark.parametrize("name", ["offline", "online"])
+def test_a_run_killed_while_saving_its_model_finishes_with_its_metrics(tmp_path, tiny_cache, name):
+    # what a kill after the last checkpoint leaves: the checkpoint, but no model/ and no final_metrics.json
+    overrides = ["experiment=debug"] if name == "offline" else ["experiment=online_debug", "algo=grpo"]
+    run_dir = tmp_path / "run"
+    run("rlhf.train", run_dir, tiny_cache, *overrides)
+    whole = json.loads((run_dir / "final_metrics.json").read_text())
+    lines = (run_dir / "metrics.jsonl").read_text()
+    (run_dir / "final_metrics.json").unlink()
+    shutil.rmtree(run_dir / "model")
+    out = run("rlhf.train", run_dir, tiny_cache, *overrides)
+    assert "resumed from" in out.stderr + out.stdout
+    assert json.loads((run_dir / "final_metrics.json").read_text()) == whole  # train/* and eval/* kept
+    assert any(k.startswith("train/") for k in whole)
+    assert (run_dir / "metrics.jsonl").read_text() == lines  # the final evaluation is not logged twice
+    assert (run_dir / "model" / "model.safetensors").exists()
+
+
+def test_a_run_directory_with_results_refuses_changed_settings(tmp_path, tiny_cache):
+    run_dir = tmp_path / "run"
+    run("rlhf.train", run_dir, tiny_cache, "experiment=debug")
+    before = (run_dir / "final_metrics.json").read_text()
+    changed = subprocess.run(command("rlhf.train", run_dir, "experiment=debug", "trainer.learning_rate=0.5", "algo=sft"),
+                             cwd=REPO, env=env(tiny_cache), capture_output=True, text=True, timeout=300)
+    assert changed.returncode != 0
+    assert "holds results made with other settings, which a resume would silently reuse" in changed.stderr
+    assert "trainer.learning_rate: 0.0005 -> 0.5" in changed.stderr
+    assert "algo._target_: 'rlhf.algos.dpo.DPO' -> 'rlhf.algos.sft.SFT'" in changed.stderr
+    assert (run_dir / "final_metrics.json").read_text() == before
+    assert "learning_rate: 0.0005" in (run_dir / "config.yaml").read_text()  # the saved settings are kept
+    # settings that change only what is written are not checked; an explicit choice continues anyway
+    run("rlhf.train", run_dir, tiny_cache, "experiment=debug", "trainer.log_every=3")
+    out = run("rlhf.train", run_dir, tiny_cache, "experiment=debug", "trainer.learning_rate=0.5",
+              "resume=ignore_config_change")
+    assert "continues under changed settings" in out.stderr + out.stdout

@@ -8,8 +8,8 @@ from pathlib import Path
 from rlhf.atomic import write_jsonl, write_text
 from rlhf.eval.dialogue_eval import DialogueEvaluator
 from rlhf.eval.report import format_table, markdown_table, reward_line
-from rlhf.eval.reward_eval import BackendFactory, generate_and_score, part_metrics, summarize
-from rlhf.eval.views import distinct_n, scored
+from rlhf.eval.reward_eval import BackendFactory, part_metrics, sample_and_score, summarize
+from rlhf.eval.views import distinct_n
 from rlhf.models.policy import Policy
 from rlhf.rewards.base import Reward, as_columns, invalid_counts
 from rlhf.tasks.base import DialogueTask
@@ -40,13 +40,12 @@ class HeldOutReward:
         out.mkdir(parents=True, exist_ok=True)
         model = policy()
         if isinstance(user, NoUser):
-            rows = generate_and_score(backend(model=model.model, tokenizer=model.tokenizer), None,
-                                      task.eval_prompts(), self.num_samples)
-            conversations = [r["prompt"] + [{"role": "assistant", "content": t}] for r in rows for t in r["responses"]]
-            scores, parts, what = scored(reward, conversations)
+            rows, scores, parts, what = sample_and_score(backend(model=model.model, tokenizer=model.tokenizer),
+                                                         reward, task.eval_prompts(), self.num_samples)
             k = self.num_samples
-            columns = {"scores": as_columns(scores)[0], "invalid_reasons": as_columns(scores)[1],
-                       **{name: as_columns(values)[0] for name, values in parts.items()}}
+            values, reasons = as_columns(scores)
+            columns = {"scores": values, "invalid_reasons": reasons,
+                       **{name: as_columns(part)[0] for name, part in parts.items()}}
             for i, row in enumerate(rows):
                 row |= {name: values[i * k:(i + 1) * k] for name, values in columns.items()}
             texts = [t for r in rows for t in r["responses"]]

@@ -49,6 +49,16 @@ def summarize(scores: list[Score]) -> dict[str, float]:
             "reward_invalid": len(scores) - n}
 
 
+def sample_and_score(backend: Backend, reward: Reward, prompts: list[list[dict]], num_samples: int
+                     ) -> tuple[list[dict], list[Score], dict[str, list[Score]], str]:
+    """`generate_and_score` rows without scores, then the scores of every sample in row order, the reward's
+    parts and what the reward is (`rlhf.eval.views.scored`)."""
+    rows = generate_and_score(backend, None, prompts, num_samples)
+    scores, parts, what = scored(reward, [r["prompt"] + [{"role": "assistant", "content": t}]
+                                          for r in rows for t in r["responses"]])
+    return rows, scores, parts, what
+
+
 def part_metrics(parts: dict[str, list[Score]]) -> dict[str, float]:
     """`<part>_mean` and `<part>_stderr` of each part of a reward, over its valid scores."""
     out = {}
@@ -78,9 +88,7 @@ class RewardEvaluator:
         """Reward statistics, and each part's (a composite's components, a pluralistic gold's groups, a
         judge's scores: `rlhf.eval.views`) as `<part>_mean` / `<part>_stderr`."""
         backend = self.backend(model=policy.model, tokenizer=policy.tokenizer)
-        rows = generate_and_score(backend, None, self.prompts, self.num_samples)
-        scores, parts, _ = scored(self.reward, [r["prompt"] + [{"role": "assistant", "content": t}]
-                                                for r in rows for t in r["responses"]])
+        _, scores, parts, _ = sample_and_score(backend, self.reward, self.prompts, self.num_samples)
         reasons = invalid_counts(scores)
         if reasons:  # counted in reward_invalid; the reasons go to the log
             log.info("%d of %d evaluation samples could not be scored: %s", sum(reasons.values()), len(scores),

@@ -12,7 +12,7 @@
 from rlhf.rewards.base import Invalid, Reward, Score, last_response, score_checked, screen_response
 from rlhf.rewards.composite import Composite
 from rlhf.rewards.judge import PointwiseJudge
-from rlhf.rewards.pluralistic import GroupGold, MinOverGroups
+from rlhf.rewards.pluralistic import GroupGold, MinOverGroups, lowest_over_groups
 
 
 def scored(reward: Reward, conversations: list[list[dict]], fields: list[dict] | None = None
@@ -27,12 +27,7 @@ def scored(reward: Reward, conversations: list[list[dict]], fields: list[dict] |
         own = fields is not None and len(fields) == len(conversations) and all("group_id" in f for f in fields)
         if own and not isinstance(reward, MinOverGroups):
             return [by_group[f["group_id"]][i] for i, f in enumerate(fields)], parts, "each response's own group"
-        lowest = []
-        for i in range(len(conversations)):
-            values = [group[i] for group in by_group]
-            invalid = next((v for v in values if isinstance(v, Invalid)), None)
-            lowest.append(invalid if invalid is not None else min(values))
-        return lowest, parts, "minimum over groups"
+        return lowest_over_groups(by_group), parts, "minimum over groups"
     if isinstance(reward, PointwiseJudge):  # the judge is asked only about responses that can be scored
         screened = [screen_response(last_response(c)) for c in conversations]
         keep = [i for i, s in enumerate(screened) if s is None]

@@ -98,13 +98,16 @@ class MinOverGroups(GroupGold):
     def score(self, conversations: list[list[dict]], fields: list[dict] | None = None) -> list[Score]:
         if not conversations:
             return []
-        by_group = self.group_scores(conversations, fields)
-        scores: list[Score] = []
-        for i in range(len(conversations)):
-            values = [group[i] for group in by_group]
-            invalid = next((v for v in values if isinstance(v, Invalid)), None)
-            scores.append(invalid if invalid is not None else min(values))
-        return scores
+        return lowest_over_groups(self.group_scores(conversations, fields))
+
+
+def lowest_over_groups(by_group: list[list[Score]]) -> list[Score]:
+    """(G, N) scores -> per conversation the minimum over groups; Invalid when a group's is."""
+    scores: list[Score] = []
+    for values in zip(*by_group):
+        invalid = next((v for v in values if isinstance(v, Invalid)), None)
+        scores.append(invalid if invalid is not None else min(values))
+    return scores
 
 
 def sigmoid(z: float) -> float:

@@ -44,9 +44,10 @@ def quiet_libraries() -> None:
 
 # What a run directory holds once it has results to resume from or return
 RESULTS = ("checkpoints", "final_metrics.json", "chunks", "eval.json", "dataset", "dialogues")
-# Settings that change where or how often things are written, not what is computed (conf/run_dirs.yaml keeps
+# Settings that change where or how often things are written, not what is computed (a run directory moved
+# elsewhere resumes; conf/run_dirs.yaml keeps
 # them out of the run directory's name too)
-UNCHECKED = ("logger", "launcher", "resume", "trainer.log_every", "trainer.eval_every", "trainer.checkpoint_every",
+UNCHECKED = ("run_dir", "logger", "launcher", "resume", "trainer.log_every", "trainer.eval_every", "trainer.checkpoint_every",
              "trainer.keep_checkpoints", "push_to_hub", "push_private")
 
 

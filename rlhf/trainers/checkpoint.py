@@ -1,14 +1,22 @@
-"""Atomic checkpoints in a run directory, and finding the latest complete one.
+"""Atomic, verified checkpoints in a run directory, and finding the newest valid one.
 
 A checkpoint is `checkpoints/step-NNNNNNNN/`: accelerate's state (model weights as safetensors, optimizer,
-registered scheduler, RNG states of every process) plus `trainer_state.json` (step, and what the loop needs
-to go on). It is written to a temporary folder and renamed into place, so a killed job never leaves a
-half-written checkpoint that looks complete.
+RNG states of every process), the loop's own objects (`extras`: the learning-rate scheduler, D2PO's
+discriminator) as JSON plus safetensors, `trainer_state.json` (step, and what the loop needs to go on) and,
+written last, `manifest.json`: the size and SHA-256 of every other file. It is written to a temporary folder
+and renamed into place, so a killed job never leaves a half-written checkpoint that looks complete.
+
+Resuming verifies the manifest: a checkpoint with a missing, changed or unlisted file is skipped with a warning
+naming it and the newest valid one is used; a run directory whose checkpoints are all damaged is refused. Nothing
+in a checkpoint is unpickled: the extras are JSON and safetensors, and accelerate reads its optimizer and RNG
+files with `torch.load(weights_only=True)`, which refuses code. No object is registered with accelerate's
+`register_for_checkpointing`, whose files it unpickles without that guard.
 
 `Preemption` makes a job checkpoint when SLURM announces its end (preemption, or the time limit coming).
 """
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -19,19 +27,102 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import load as accelerate_load
+
+from safetensors.torch import load_file, save_file
 
 from rlhf.atomic import write_text
 
 log = logging.getLogger(__name__)
 PREFIX = "step-"
+MANIFEST = "manifest.json"
+
+
+def digest(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def write_manifest(folder: Path) -> None:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    listing = {str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": digest(p)} for p in files}
+    write_text(folder / MANIFEST, json.dumps({"files": listing}, indent=1))
+
+
+def problems(checkpoint: Path) -> list[str]:
+    """What is wrong with a checkpoint folder (nothing: it is complete and unchanged since it was written)."""
+    try:
+        listing = json.loads((checkpoint / MANIFEST).read_text())["files"]
+    except FileNotFoundError:
+        return [f"no {MANIFEST}"]
+    except (ValueError, KeyError, TypeError) as e:
+        return [f"unreadable {MANIFEST} ({e})"]
+    found = {str(p.relative_to(checkpoint)) for p in checkpoint.rglob("*") if p.is_file() and p.name != MANIFEST}
+    wrong = [f"{name}: missing" for name in sorted(listing.keys() - found)]
+    wrong += [f"{name}: not in the manifest" for name in sorted(found - listing.keys())]
+    for name in sorted(listing.keys() & found):
+        path, expected = checkpoint / name, listing[name]
+        if path.stat().st_size != expected["bytes"]:
+            wrong.append(f"{name}: {path.stat().st_size} bytes, {expected['bytes']} written")
+        elif digest(path) != expected["sha256"]:
+            wrong.append(f"{name}: contents changed since it was written")
+    return wrong
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = sorted((run_dir / "checkpoints").glob(f"{PREFIX}*/trainer_state.json"))
-    return found[-1].parent if found else None
+    """The newest checkpoint whose files match its manifest; damaged newer ones are named in a warning. None when
+    there is no checkpoint; an error when there are some and none is valid (starting over would silently drop
+    the run's progress)."""
+    found = sorted(p for p in (run_dir / "checkpoints").glob(f"{PREFIX}*") if p.is_dir())
+    damaged = []
+    for checkpoint in reversed(found):
+        wrong = problems(checkpoint)
+        if not wrong:
+            if damaged:
+                log.warning("resuming from %s: newer checkpoints are damaged and were skipped:\n  %s", checkpoint,
+                            "\n  ".join(damaged))
+            return checkpoint
+        damaged.append(f"{checkpoint}: {'; '.join(wrong[:5])}{' ...' if len(wrong) > 5 else ''}")
+    if damaged:
+        raise RuntimeError("no valid checkpoint to resume from; every one is damaged:\n  " + "\n  ".join(damaged)
+                           + f"\nRemove {run_dir / 'checkpoints'} to train from the start, or use another run "
+                           "directory")
+    return None
 
 
-def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int, state: dict, keep: int) -> Path:
+def encode(value, tensors: dict[str, torch.Tensor]):
+    """A state dict as JSON, its tensors moved to `tensors` (saved as safetensors) and referenced by name."""
+    if isinstance(value, torch.Tensor):
+        name = str(len(tensors))
+        tensors[name] = value.detach().cpu().contiguous().clone()
+        return {"__tensor__": name}
+    if isinstance(value, dict):
+        return {"__items__": [[encode(k, tensors), encode(v, tensors)] for k, v in value.items()]}
+    if isinstance(value, tuple):
+        return {"__tuple__": [encode(v, tensors) for v in value]}
+    if isinstance(value, list):
+        return [encode(v, tensors) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"cannot save a {type(value).__name__} in a checkpoint (JSON and tensors only)")
+
+
+def decode(value, tensors: dict[str, torch.Tensor]):
+    """`encode`'s inverse (tensors on the CPU: `load_state_dict` of modules and optimizers moves them)."""
+    if isinstance(value, list):
+        return [decode(v, tensors) for v in value]
+    if isinstance(value, dict):
+        if "__tensor__" in value:
+            return tensors[value["__tensor__"]]
+        if "__tuple__" in value:
+            return tuple(decode(v, tensors) for v in value["__tuple__"])
+        return {decode(k, tensors): decode(v, tensors) for k, v in value["__items__"]}
+    return value
+
+
+def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int, state: dict, keep: int,
+                    extras: dict | None = None) -> Path:
+    """extras: name -> an object with `state_dict()` / `load_state_dict()` (saved by the main process)."""
     root = run_dir / "checkpoints"
     final = root / f"{PREFIX}{step:08d}"
     tmp = root / f".tmp-{PREFIX}{step:08d}"
@@ -41,7 +132,12 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int, state: d
     accelerator.save_state(str(tmp), safe_serialization=True)
     accelerator.wait_for_everyone()  # every process has written its part (RNG states, ZeRO shards)
     if accelerator.is_main_process:
+        for name, obj in (extras or {}).items():
+            tensors: dict[str, torch.Tensor] = {}
+            (tmp / f"{name}.json").write_text(json.dumps(encode(obj.state_dict(), tensors)))
+            save_file(tensors, str(tmp / f"{name}.safetensors"))
         (tmp / "trainer_state.json").write_text(json.dumps({**state, "step": step}))
+        write_manifest(tmp)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         for old in sorted(root.glob(f"{PREFIX}*"))[:-keep] if keep > 0 else []:
@@ -50,8 +146,17 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int, state: d
     return final
 
 
-def load_checkpoint(accelerator: Accelerator, checkpoint: Path) -> dict:
-    accelerator.load_state(str(checkpoint))
+def load_checkpoint(accelerator: Accelerator, checkpoint: Path, extras: dict | None = None) -> dict:
+    try:
+        # accelerate reads the RNG states with weights_only=True but goes on without them when that fails (an
+        # inexact resume, logged at INFO): read them here first, so such a file stops the resume instead
+        accelerate_load(checkpoint / f"random_states_{accelerator.process_index}.pkl")
+        accelerator.load_state(str(checkpoint))
+        for name, obj in (extras or {}).items():
+            tensors = load_file(str(checkpoint / f"{name}.safetensors"))
+            obj.load_state_dict(decode(json.loads((checkpoint / f"{name}.json").read_text()), tensors))
+    except Exception as e:
+        raise RuntimeError(f"cannot resume from {checkpoint}: {type(e).__name__}: {str(e)[:500]}") from e
     return json.loads((checkpoint / "trainer_state.json").read_text())
 
 
@@ -131,23 +236,25 @@ def check_finite(grad_norm: torch.Tensor | None, loss: torch.Tensor, where: str,
 
 
 def after_update(accelerator: Accelerator, run_dir: Path, step: int, total: int, state: dict, run_eval: Callable,
-                 eval_every: int, checkpoint_every: int, keep: int, preemption: Preemption) -> None:
+                 eval_every: int, checkpoint_every: int, keep: int, preemption: Preemption,
+                 extras: dict | None = None) -> None:
     """What a training loop does after an update: evaluate every `eval_every` updates and checkpoint every
     `checkpoint_every` (0: only at the end), and on an announced end of the job checkpoint and stop."""
     if eval_every and step % eval_every == 0 and step < total:
         run_eval(step)
     periodic = bool(checkpoint_every) and step % checkpoint_every == 0 and step < total
     if periodic:
-        save_checkpoint(accelerator, run_dir, step, state, keep)
+        save_checkpoint(accelerator, run_dir, step, state, keep, extras)
     if step < total and preemption.requested(accelerator):
         log.warning("%s: saving a checkpoint at step %d, then stopping", preemption.name, step)
         if not periodic:
-            save_checkpoint(accelerator, run_dir, step, state, keep)
+            save_checkpoint(accelerator, run_dir, step, state, keep, extras)
         preemption.hand_over()
 
 
 def finish_run(accelerator: Accelerator, run_dir: Path, total: int, state: dict, keep: int, run_eval: Callable,
-               averaged: dict, save_model: Callable[[], None], sharded_model=None) -> dict[str, float]:
+               averaged: dict, save_model: Callable[[], None], sharded_model=None,
+               extras: dict | None = None) -> dict[str, float]:
     """The end of a training run: the final evaluation, the last checkpoint, the model (under ZeRO-3,
     `sharded_model`'s weights are gathered on every process first), and final_metrics.json: the evaluation
     before training (`state`), the final one and the last training averages. Returns those metrics.
@@ -159,7 +266,7 @@ def finish_run(accelerator: Accelerator, run_dir: Path, total: int, state: dict,
     else:
         final = run_eval(total)
         state |= {"final": final, "averaged": averaged}
-        save_checkpoint(accelerator, run_dir, total, state, keep)
+        save_checkpoint(accelerator, run_dir, total, state, keep, extras)
     with gathered(sharded_model) if sharded_model is not None else contextlib.nullcontext():
         if accelerator.is_main_process:
             save_model()

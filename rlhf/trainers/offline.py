@@ -213,12 +213,12 @@ def fit_offline(
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
     scheduler = get_scheduler(lr_scheduler, optimizer, num_warmup_steps=warmup_steps, num_training_steps=total)
     model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
+    extras = {"scheduler": scheduler}
 
     state: dict = {"step": 0}
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is not None:
-        state = load_checkpoint(accelerator, checkpoint)
+        state = load_checkpoint(accelerator, checkpoint, extras)
         log.info("resumed from %s (step %d of %d)", checkpoint, state["step"], total)
     main = accelerator.is_main_process
     if main:
@@ -287,11 +287,11 @@ def fit_offline(
             bar.set_postfix(loss=f"{averaged['loss']:.4f}")
             window, started, tokens = Averages(), time.perf_counter(), 0
         after_update(accelerator, run_dir, step, total, state, run_eval, eval_every, checkpoint_every,
-                     keep_checkpoints, preemption)
+                     keep_checkpoints, preemption, extras)
     bar.close()
 
     result = finish_run(accelerator, run_dir, total, state, keep_checkpoints, run_eval, averaged,
-                        lambda: view.save(run_dir / "model"), view.model if sharded else None)
+                        lambda: view.save(run_dir / "model"), view.model if sharded else None, extras)
     if main:
         jsonl.close()
         logger.close()

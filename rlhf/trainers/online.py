@@ -180,15 +180,15 @@ def fit_online(
     total_updates = max_steps * ppo_epochs * num_minibatches
     scheduler = get_scheduler(lr_scheduler, optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_updates)
     model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
+    extras = {"scheduler": scheduler}
     if discriminator is not None:  # its weights, optimizer, gold pairs, window and budget go with the checkpoints
-        accelerator.register_for_checkpointing(discriminator.to(accelerator.device))
+        extras["discriminator"] = discriminator.to(accelerator.device)
     view = Policy(accelerator.unwrap_model(model), policy.tokenizer, policy.path)
 
     state: dict = {"step": 0}
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is not None:
-        state = load_checkpoint(accelerator, checkpoint)
+        state = load_checkpoint(accelerator, checkpoint, extras)
         log.info("resumed from %s (step %d of %d)", checkpoint, state["step"], max_steps)
     if kl_controller is not None and "kl_controller" in state:
         kl_controller.load_state_dict(state["kl_controller"])
@@ -268,13 +268,13 @@ def fit_online(
         if kl_controller is not None:
             state["kl_controller"] = kl_controller.state_dict()
         after_update(accelerator, run_dir, step, max_steps, state, run_eval, eval_every, checkpoint_every,
-                     keep_checkpoints, preemption)
+                     keep_checkpoints, preemption, extras)
     bar.close()
 
     if discriminator is not None:  # the reward model as trained, loadable by reward=reward_model reward.path=
         Policy(discriminator.model, discriminator.tokenizer, "").save(run_dir / "discriminator")
     result = finish_run(accelerator, run_dir, max_steps, state, keep_checkpoints, run_eval, averaged,
-                        lambda: view.save(run_dir / "model"), view.model if sharded else None)
+                        lambda: view.save(run_dir / "model"), view.model if sharded else None, extras)
     if main:
         jsonl.close()
         logger.close()

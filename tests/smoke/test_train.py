@@ -3,6 +3,7 @@
 import json
 import shutil
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -223,3 +224,53 @@ def test_a_run_directory_with_results_refuses_changed_settings(tmp_path, tiny_ca
     out = run("rlhf.train", run_dir, tiny_cache, "experiment=debug", "trainer.learning_rate=0.5",
               "resume=ignore_config_change")
     assert "continues under changed settings" in out.stderr + out.stdout
+
+
+def test_a_damaged_latest_checkpoint_is_skipped_and_the_run_ends_as_an_uninterrupted_one(tmp_path, tiny_cache):
+    overrides = ["experiment=debug", "trainer.max_steps=6", "trainer.checkpoint_every=2", "trainer.eval_every=0",
+                 "trainer.keep_checkpoints=0"]
+    whole = tmp_path / "whole"
+    run("rlhf.train", whole, tiny_cache, *overrides)
+    damaged = tmp_path / "damaged"
+    shutil.copytree(whole, damaged)
+    for name in ("final_metrics.json", "model", "checkpoints/step-00000006"):  # as if killed after step 4
+        shutil.rmtree(damaged / name) if (damaged / name).is_dir() else (damaged / name).unlink()
+    (damaged / "checkpoints/step-00000004/model.safetensors").write_bytes(b"{not a header")
+    out = run("rlhf.train", damaged, tiny_cache, *overrides)
+    text = out.stdout + out.stderr
+    assert "newer checkpoints are damaged and were skipped" in text
+    assert "step-00000004: model.safetensors: 13 bytes, " in text
+    assert "step-00000002 (step 2 of 6)" in text
+    a, b = weights(whole / "model"), weights(damaged / "model")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+PLANTED = """import pickle, sys
+class Payload:
+    def __reduce__(self):
+        return (open, ({marker!r}, "w"))
+sys.stdout.buffer.write(pickle.dumps({{"random_state": Payload()}}))
+"""
+
+
+@pytest.mark.parametrize("planted", ["random_states_0.pkl", "custom_checkpoint_0.pkl", "scheduler.json"])
+def test_resuming_never_runs_code_planted_in_a_run_directory(tmp_path, tiny_cache, planted):
+    """A crafted pickle in someone's run directory, with its manifest rewritten to match, is never unpickled:
+    the resume is refused with the checkpoint named, and the pickle's payload (creating a file) never runs."""
+    from rlhf.trainers.checkpoint import write_manifest
+
+    run_dir, marker = tmp_path / "run", tmp_path / "pwned"
+    overrides = ["experiment=debug", "trainer.max_steps=4", "trainer.checkpoint_every=2", "trainer.eval_every=0"]
+    run("rlhf.train", run_dir, tiny_cache, *overrides)
+    shutil.rmtree(run_dir / "checkpoints/step-00000004")
+    (run_dir / "final_metrics.json").unlink()
+    checkpoint = run_dir / "checkpoints/step-00000002"
+    payload = subprocess.run([sys.executable, "-c", PLANTED.format(marker=str(marker))], capture_output=True,
+                             check=True).stdout
+    (checkpoint / planted).write_bytes(payload)
+    write_manifest(checkpoint)
+    out = subprocess.run(command("rlhf.train", run_dir, *overrides), cwd=REPO, env=env(tiny_cache),
+                         capture_output=True, text=True, timeout=300)
+    assert not marker.exists(), "code from the run directory ran"
+    assert out.returncode != 0
+    assert f"cannot resume from {checkpoint}" in out.stdout + out.stderr

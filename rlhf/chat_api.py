@@ -141,11 +141,12 @@ def load_local_chat(
 
 
 class RequestFailed(Exception):
-    """A request failure not worth another attempt (HTTP 4xx other than 429, a malformed body)."""
+    """A request failure not worth another attempt (HTTP 4xx other than 429)."""
 
 
 class RetryableError(Exception):
-    """A request failure worth another attempt (timeout, connection error, HTTP 429 or 5xx)."""
+    """A request failure worth another attempt (timeout, connection error, HTTP 429 or 5xx, a 200 whose body is
+    not a chat completion)."""
 
     def __init__(self, kind: str, detail: str = "", retry_after: float | None = None) -> None:
         super().__init__(kind)
@@ -159,8 +160,8 @@ class ChatClient:
     api_key_env: the NAME of the environment variable holding the key, sent as "Authorization: Bearer";
         without that variable no header is sent (local servers).
     timeout_s: socket timeout of one attempt. max_retries: further attempts after a timeout, a connection
-        error, HTTP 429 or 5xx (another 4xx fails at once with the server's message; so does a 200 whose
-        body is not a chat completion). backoff_s: wait before retry k (0-based) is
+        error, HTTP 429 or 5xx, or a 200 whose body is not a chat completion (another 4xx fails at once with
+        the server's message). backoff_s: wait before retry k (0-based) is
         backoff_s * 2**k * u, u in [0.5, 1.5) drawn from a generator seeded by the request and k (so runs
         repeat), or the server's Retry-After when longer.
     max_concurrency: requests in flight at once within one `complete` call.
@@ -332,17 +333,18 @@ def cache_key(body: dict, seed: int | None) -> str:
 
 
 def reply_text(raw: bytes) -> str:
-    """`choices[0].message.content` of a chat completion body; RequestFailed("malformed response: ...")."""
+    """`choices[0].message.content` of a chat completion body. A 200 whose body is not one (cut JSON, another
+    schema: proxies and overloaded servers send them) is a RetryableError("malformed response", why)."""
     try:
         data = json.loads(raw)
     except ValueError:
-        raise RequestFailed(f"malformed response: body is not JSON: {raw[:80]!r}") from None
+        raise RetryableError("malformed response", f"body is not JSON: {raw[:80]!r}") from None
     try:
         content = data["choices"][0]["message"]["content"]
     except (KeyError, IndexError, TypeError):
-        raise RequestFailed(f"malformed response: no choices[0].message.content in {raw[:80]!r}") from None
+        raise RetryableError("malformed response", f"no choices[0].message.content in {raw[:80]!r}") from None
     if not isinstance(content, str):
-        raise RequestFailed(f"malformed response: choices[0].message.content is {type(content).__name__}")
+        raise RetryableError("malformed response", f"choices[0].message.content is {type(content).__name__}")
     return content
 
 

@@ -97,15 +97,23 @@ def test_client_errors_are_not_retried(chat_server, sleeps):
 
 
 @pytest.mark.parametrize("body, reason", [
-    (b"<html>502 Bad Gateway</html>", "malformed response: body is not JSON"),
-    (b'{"id": "x", "object": "chat.completion"}', "malformed response: no choices[0].message.content"),
-    (b'{"choices": [{"message": {"content": null}}]}', "malformed response: choices[0].message.content is NoneType"),
+    (b"<html>502 Bad Gateway</html>", "malformed response after 3 attempts: body is not JSON"),
+    (b'{"choices": [{"message": {"cont', "malformed response after 3 attempts: body is not JSON"),
+    (b'{"id": "x", "object": "chat.completion"}', "malformed response after 3 attempts: no choices[0].message.content"),
+    (b'{"choices": [{"message": {"content": null}}]}',
+     "malformed response after 3 attempts: choices[0].message.content is NoneType"),
 ])
-def test_malformed_bodies_fail_with_the_reason(chat_server, body, reason):
+def test_malformed_bodies_are_retried_then_fail_with_the_reason(chat_server, sleeps, body, reason):
     chat_server.script = lambda b, seen: Raw(body)
     [result] = client(chat_server).complete(prompts(1))
     assert result.text is None and result.failure.startswith(reason)
-    assert chat_server.count == 1
+    assert chat_server.count == 3 and len(sleeps) == 2
+
+
+def test_a_malformed_body_then_a_good_one_is_a_reply(chat_server, sleeps):
+    chat_server.script = lambda b, seen: Raw(b'{"choices": [') if seen == 0 else Reply("fine")
+    assert client(chat_server).complete(prompts(1)) == [ChatResult("fine")]
+    assert chat_server.count == 2 and len(sleeps) == 1
 
 
 def test_connection_refused_is_a_connection_error(chat_server, sleeps):

@@ -141,7 +141,7 @@ def test_api_user_failures_mark_only_their_dialogue(chat_server, tmp_path):
         UserTurn("Why is topic 0 big?"),
         UserTurn.failed("timeout after 2 attempts"),
         UserTurn.failed("HTTP 500 after 2 attempts: overloaded"),
-        UserTurn.failed("malformed response: body is not JSON: b'<html>oops</html>'"),
+        UserTurn.failed("malformed response after 2 attempts: body is not JSON: b'<html>oops</html>'"),
         UserTurn.end(),
     ]
     prompt = chat_server.bodies[0]["messages"]

@@ -153,12 +153,20 @@ def _end(dialogues: list[Dialogue], indices: list[int], reason: str, bar) -> Non
     bar.update(len(indices))
 
 
+def failure_class(reason: str) -> str:
+    """The kind of a failure, without its details: "HTTP 500 after 3 attempts: overloaded" -> "HTTP 500",
+    "malformed response after 2 attempts: body is not JSON: b'<html>'" -> "malformed response"."""
+    cut = min((i for i in (reason.find(m) for m in (" after ", ":", " '", ' "', " (")) if i > 0), default=len(reason))
+    return reason[:cut].strip()[:60] or "unknown"
+
+
 def summary(rows: list[dict]) -> dict[str, float]:
-    """Counts by how dialogues (as `Dialogue.to_row` rows) ended, failures by reason, mean policy turns."""
+    """Counts by how dialogues (as `Dialogue.to_row` rows) ended, failures by kind (`failure_class`; each row
+    keeps its full reason), mean policy turns."""
     out: dict[str, float] = {f"ended/{end}": sum(r["end"] == end for r in rows) for end in ENDS}
     for r in rows:
         if r["failure"] is not None:
-            key = f"failures/{r['failure']}"
+            key = f"failures/{failure_class(r['failure'])}"
             out[key] = out.get(key, 0) + 1
     out["turns_mean"] = sum(r["num_turns"] for r in rows) / max(len(rows), 1)
     return out

@@ -7,7 +7,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rlhf.backends.hf import HFBackend
 from rlhf.data.tokenize import tokenize_conversation
-from rlhf.rollout.engine import rollout, summary
+from rlhf.rollout.engine import failure_class, rollout, summary
 from rlhf.tasks.twenty_questions_task import TwentyQuestionsTask
 from rlhf.users.base import TERMINATE, UserTurn
 from rlhf.users.dataset import DatasetUser
@@ -76,8 +76,23 @@ def test_max_turns_terminate_marker_and_failures(backend):
     assert TERMINATE not in str(dialogues[1].messages)
     assert dialogues[2].failure == "HTTP 500 after 3 attempts"
     counts = summary([d.to_row() for d in dialogues])
-    assert counts["ended/failed"] == 1 and counts["failures/HTTP 500 after 3 attempts"] == 1
+    assert counts["ended/failed"] == 1 and counts["failures/HTTP 500"] == 1
     assert counts["turns_mean"] == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("reason, kind", [
+    ("HTTP 500 after 3 attempts: overloaded", "HTTP 500"),
+    ("HTTP 500 after 3 attempts: overloaded, retry later", "HTTP 500"),
+    ("HTTP 401: invalid api key sk-***", "HTTP 401"),
+    ("malformed response after 2 attempts: body is not JSON: b'<html>oops</html>'", "malformed response"),
+    ("timeout after 3 attempts", "timeout"),
+    ("connection error after 2 attempts: [Errno 111] Connection refused", "connection error"),
+    ("the oracle's answer 'maybe so' is not yes or no", "the oracle's answer"),
+    ("user simulator reply has no JSON object", "user simulator reply has no JSON object"),
+])
+def test_failures_are_counted_by_kind_not_by_their_details(reason, kind):
+    assert failure_class(reason) == kind
+    assert summary([{"end": "failed", "failure": reason, "num_turns": 1}] * 2)[f"failures/{kind}"] == 2
 
 
 def test_per_dialogue_turn_limits(backend):

@@ -29,7 +29,7 @@ from rlhf.eval.reward_eval import BackendFactory
 from rlhf.models.policy import Policy
 from rlhf.rewards.base import Invalid, Reward, score_checked
 from rlhf.rollout.chunks import chunk_seed, run_chunks, save_pairs
-from rlhf.rollout.engine import Dialogue, rollout
+from rlhf.rollout.engine import Dialogue, rollout, user_failure
 from rlhf.tasks.base import DialogueTask
 from rlhf.users.base import UserSimulator
 
@@ -98,8 +98,10 @@ def refuel_pairs(
     horizon: str = "sampled",
     max_tokens: int | None = None,
     chunk_size: int = 64,
+    max_failed_fraction: float = 0.5,
 ) -> datasets.Dataset:
-    """Generate, score, filter and write REFUEL pairs (module docstring), resumably."""
+    """Generate, score, filter and write REFUEL pairs (module docstring), resumably; `rlhf.rollout.chunks`
+    says how failures and changed weights are handled."""
     if reward is None:
         raise ValueError("mode=refuel_pairs ranks the two roll-outs with a reward: set reward=...")
     if horizon not in ("sampled", "last"):
@@ -127,5 +129,7 @@ def refuel_pairs(
     out = Path(run_dir)
     rows = run_chunks(list(zip(openings, fields)), chunk_size, out, make_rows, unit="dialogue",
                       key={"mode": "refuel_pairs", "seed": seed, "task": task.name, "split": split,
-                           "horizon": horizon, "max_tokens": max_tokens})
+                           "horizon": horizon, "max_tokens": max_tokens},
+                      models={"policy": policy.model, "reward": reward, "user": user},
+                      failed=user_failure, max_failed_fraction=max_failed_fraction)
     return save_pairs(rows, out)

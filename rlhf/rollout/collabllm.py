@@ -28,7 +28,7 @@ from rlhf.models.policy import Policy
 from rlhf.rewards.base import Invalid, Reward
 from rlhf.rewards.multiturn import Evaluation, MultiturnAware
 from rlhf.rollout.chunks import chunk_seed, run_chunks, save_pairs
-from rlhf.rollout.engine import turn_seed
+from rlhf.rollout.engine import turn_seed, user_failure
 from rlhf.rollout.forward import ForwardSimulator
 from rlhf.tasks.base import DialogueTask
 from rlhf.users.base import UserSimulator
@@ -78,8 +78,10 @@ def collabllm_pairs(
     cost_cap: float = 1.0,
     minimum_gap: float = 0.0,
     chunk_size: int = 16,
+    max_failed_fraction: float = 0.5,
 ) -> datasets.Dataset:
-    """Generate and write CollabLLM candidate pairs (module docstring), resumably."""
+    """Generate and write CollabLLM candidate pairs (module docstring), resumably; `rlhf.rollout.chunks`
+    says how failures and changed weights are handled."""
     if reward is None:
         raise ValueError("mode=collabllm_pairs scores forward sessions with a reward: set reward=...")
     if not 2 <= num_candidates or not 0 <= num_proactive <= num_candidates:
@@ -129,7 +131,9 @@ def collabllm_pairs(
                       key={"mode": "collabllm_pairs", "seed": seed, "task": task.name, "split": split,
                            "num_candidates": num_candidates, "num_proactive": num_proactive,
                            "num_samples": num_samples, "window": window, "cost_weight": cost_weight,
-                           "cost_cap": cost_cap, "minimum_gap": minimum_gap, "proactive_prompt": proactive_prompt})
+                           "cost_cap": cost_cap, "minimum_gap": minimum_gap, "proactive_prompt": proactive_prompt},
+                      models={"policy": policy.model, "reward": reward, "user": user},
+                      failed=user_failure, max_failed_fraction=max_failed_fraction)
     return save_pairs(rows, out, drop=("candidates", "candidate_scores"))
 
 

@@ -23,7 +23,7 @@ from rlhf.eval.reward_eval import BackendFactory
 from rlhf.models.policy import Policy
 from rlhf.rewards.base import Invalid, Reward, Score, as_columns, invalid_counts, score_checked
 from rlhf.rollout.chunks import chunk_seed, run_chunks, save_dataset
-from rlhf.rollout.engine import Dialogue, rollout, summary
+from rlhf.rollout.engine import Dialogue, rollout, summary, user_failure
 from rlhf.tasks.base import DialogueTask
 from rlhf.users.base import UserSimulator
 
@@ -75,8 +75,10 @@ def generate_dialogues(
     seed: int,
     run_dir: str,
     chunk_size: int = 64,
+    max_failed_fraction: float = 0.5,
 ) -> datasets.Dataset:
-    """Roll out, score and write dialogues (see module docstring), resumably."""
+    """Roll out, score and write dialogues (see module docstring), resumably; `rlhf.rollout.chunks` says how
+    failures and changed weights are handled."""
     openings, fields = task.openings(split, num_prompts)
     generator: Backend = backend(model=policy.model, tokenizer=policy.tokenizer)
 
@@ -87,7 +89,9 @@ def generate_dialogues(
 
     out = Path(run_dir)
     rows = run_chunks(list(zip(openings, fields)), chunk_size, out, make_rows, unit="dialogue",
-                      key={"mode": "dialogues", "seed": seed, "task": task.name, "split": split})
+                      key={"mode": "dialogues", "seed": seed, "task": task.name, "split": split},
+                      models={"policy": policy.model, "reward": reward, "user": user},
+                      failed=user_failure, max_failed_fraction=max_failed_fraction)
     dataset = save_dataset(rows, out / "dialogues")
     metric_keys = list(task.dialogue_metrics(openings[0], fields[0])) if openings else []
     report(rows, out, metric_keys)

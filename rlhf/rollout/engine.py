@@ -160,6 +160,16 @@ def failure_class(reason: str) -> str:
     return reason[:cut].strip()[:60] or "unknown"
 
 
+def user_failure(row: dict) -> str | None:
+    """The kind of the user-simulator failure behind a written row (a dialogue's `failure`, or a pair's
+    `drop_reason` "... user simulator failed: ..."), None for a row that is a result."""
+    reason = row.get("failure")
+    marker = "user simulator failed: "
+    if reason is None and marker in (row.get("drop_reason") or ""):
+        reason = row["drop_reason"].split(marker, 1)[1]
+    return failure_class(reason) if reason is not None else None
+
+
 def summary(rows: list[dict]) -> dict[str, float]:
     """Counts by how dialogues (as `Dialogue.to_row` rows) ended, failures by kind (`failure_class`; each row
     keeps its full reason), mean policy turns."""

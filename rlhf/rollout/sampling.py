@@ -63,7 +63,8 @@ def sample_dataset(
     out = Path(run_dir)
     rows = run_chunks(list(zip(prompts, fields)), chunk_size, out, make_rows, unit="prompt",
                       key={"mode": "samples", "seed": seed, "task": task.name, "split": split,
-                           "num_samples": num_samples, "scored": reward is not None})
+                           "num_samples": num_samples, "scored": reward is not None},
+                      models={"policy": policy.model, "reward": reward})
     dataset = save_dataset(rows, out / "dataset")
     if reward is not None:
         save_dataset(best_worst_pairs(rows), out / "pairs")

@@ -28,7 +28,6 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import load as accelerate_load
-
 from safetensors.torch import load_file, save_file
 
 from rlhf.atomic import write_text
@@ -39,8 +38,11 @@ MANIFEST = "manifest.json"
 
 
 def digest(path: Path) -> str:
+    sha = hashlib.sha256()
     with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        while block := f.read(1 << 24):
+            sha.update(block)
+    return sha.hexdigest()
 
 
 def write_manifest(folder: Path) -> None:

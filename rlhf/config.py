@@ -7,6 +7,8 @@ Importing this module registers the resolvers:
 
 import logging
 import os
+import re
+import shutil
 from pathlib import Path
 
 import datasets
@@ -86,6 +88,42 @@ def check_same_settings(run_dir: Path, config: dict) -> None:
                      "resume=ignore_config_change to continue the old state under the new settings")
 
 
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+KEY_LIKE = re.compile(r"^(sk-|sk_|hf_|ghp_|gho_|xox[abp]-|AKIA)|^(?=.*[a-z])(?=.*[0-9])[A-Za-z0-9_\-]{24,}$")
+
+
+def key_name_problems(config, prefix: str = "") -> list[str]:
+    """The `*_api_key_env` settings whose value is not the NAME of an environment variable, or looks like
+    a key itself (which would then land in the run directory's name, its config and the logs)."""
+    if isinstance(config, dict):
+        found = []
+        for key, value in config.items():
+            path = f"{prefix}{key}"
+            if str(key).endswith("api_key_env") and value is not None:
+                if not isinstance(value, str) or not ENV_NAME.fullmatch(value) or KEY_LIKE.search(value):
+                    found.append(path)
+            else:
+                found += key_name_problems(value, path + ".")
+        return found
+    if isinstance(config, list):
+        return [p for i, v in enumerate(config) for p in key_name_problems(v, f"{prefix}{i}.")]
+    return []
+
+
+def check_key_names(config: dict, run_dir: Path) -> None:
+    """Refuse a key given where the name of its environment variable belongs, and remove what Hydra has
+    already written of it (the run folder it made for this command, or its `.hydra/` record)."""
+    wrong = key_name_problems(config)
+    if not wrong:
+        return
+    if run_dir.is_dir():
+        made_now = all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir())
+        shutil.rmtree(run_dir if made_now else run_dir / ".hydra", ignore_errors=True)
+    raise ValueError(f"{', '.join(wrong)} must be the NAME of the environment variable holding the key (e.g. "
+                     "OPENAI_API_KEY), not the key: set the variable and pass its name. The value was not saved; "
+                     "the run folder made for it was removed (clear it from your shell history too)")
+
+
 def prepare_run(cfg: DictConfig) -> dict:
     """Seed Python, NumPy and torch with `cfg.seed` (before any model is built, so e.g. LoRA initialisation
     is reproducible), resolve `cfg`, write it (secrets redacted) to `<run_dir>/config.yaml` atomically, and
@@ -94,6 +132,7 @@ def prepare_run(cfg: DictConfig) -> dict:
     set_seed(cfg.seed)
     config = redact(OmegaConf.to_container(cfg, resolve=True))
     run_dir = Path(config["run_dir"])
+    check_key_names(config, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     check_same_settings(run_dir, config)
     if int(os.environ.get("RANK", "0")) == 0:

@@ -5,17 +5,21 @@ Importing this module registers the resolvers:
 - `${or_default:a,b}`: a, or b when a is empty (names the run directory of a run with no overrides).
 """
 
+import inspect
 import logging
+import math
 import os
 import re
 import shutil
+import types
+import typing
 from pathlib import Path
 
 import datasets
 import transformers
 import yaml
 from accelerate.utils import set_seed
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from rlhf.atomic import write_text
@@ -124,15 +128,103 @@ def check_key_names(config: dict, run_dir: Path) -> None:
                      "the run folder made for it was removed (clear it from your shell history too)")
 
 
+# Ranges of settings, wherever a component takes them (checked before any data or model is loaded)
+AT_LEAST_ONE = ("batch_size", "gradient_accumulation_steps", "max_steps", "epochs", "prompts_per_step",
+                "samples_per_prompt", "ppo_epochs", "num_minibatches", "micro_batch_size", "chunk_size",
+                "num_samples", "train_limit", "eval_limit", "num_prompts", "max_new_tokens", "max_length",
+                "max_turns", "num_candidates", "iterations", "update_epochs", "window")
+NULLABLE = ("max_steps", "train_limit", "eval_limit", "num_prompts", "max_length")
+AT_LEAST_ZERO = ("warmup_steps", "weight_decay", "eval_every", "checkpoint_every", "keep_checkpoints", "log_every")
+POSITIVE = ("learning_rate", "max_grad_norm")
+
+
+def _accepts(annotation, value) -> bool | None:
+    """Whether `value` fits a simple annotation (None: not a simple one, not checked)."""
+    if annotation is inspect.Parameter.empty:
+        return None
+    options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) \
+        or typing.get_origin(annotation) is typing.Union else (annotation,)
+    if not set(options) <= {int, float, bool, str, type(None)}:
+        return None
+    return any(value is None if t is type(None) else isinstance(value, bool) if t is bool
+               else isinstance(value, t) and not isinstance(value, bool) if t is int
+               else isinstance(value, (int, float)) and not isinstance(value, bool) if t is float
+               else isinstance(value, t) for t in options)
+
+
+def _type_name(annotation) -> str:
+    names = [getattr(t, "__name__", str(t)) for t in (typing.get_args(annotation) or (annotation,))]
+    return " or ".join("null" if n == "NoneType" else "a number" if n == "float" else f"an {n}" if n == "int"
+                       else f"a {n}" for n in names)
+
+
+def setting_problems(config, path: str = "") -> list[str]:
+    """What is wrong with the settings of every component in `config` (a resolved dict): a value of the wrong
+    type for its parameter (`trainer.learning_rate=abc`), out of its range (`trainer.batch_size=-4`, `nan`), a
+    learning-rate schedule that does not exist. Each names the full key."""
+    found: list[str] = []
+    if isinstance(config, list):
+        return [p for i, v in enumerate(config) for p in setting_problems(v, f"{path}{i}.")]
+    if not isinstance(config, dict):
+        return found
+    parameters: dict = {}
+    if isinstance(config.get("_target_"), str):
+        try:
+            target = get_object(config["_target_"])
+            hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
+            parameters = {name: hints.get(name, inspect.Parameter.empty)
+                          for name in inspect.signature(target).parameters}
+        except Exception:  # an unknown target is instantiate's to report; unreadable hints are not checked
+            parameters = {}
+    for key, value in config.items():
+        where = f"{path}{key}"
+        if str(key).startswith("_"):
+            continue
+        if isinstance(value, (dict, list)):
+            found += setting_problems(value, where + ".")
+            continue
+        if key in parameters and _accepts(parameters[key], value) is False:
+            found.append(f"{where}={value!r} must be {_type_name(parameters[key])}")
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if number and key in AT_LEAST_ONE + AT_LEAST_ZERO + POSITIVE and not math.isfinite(value):
+            found.append(f"{where}={value} must be a finite number")
+        elif number and key in AT_LEAST_ONE and value < 1:
+            found.append(f"{where}={value} must be >= 1{' (or null)' if key in NULLABLE else ''}")
+        elif number and key in AT_LEAST_ZERO and value < 0:
+            found.append(f"{where}={value} must be >= 0")
+        elif number and key in POSITIVE and value <= 0:
+            found.append(f"{where}={value} must be > 0")
+        elif key == "lr_scheduler" and isinstance(value, str):
+            from transformers import SchedulerType
+
+            known = [t.value for t in SchedulerType]
+            if value not in known:
+                found.append(f"{where}={value!r} is not a learning-rate schedule; one of {known}")
+    return found
+
+
+def check_settings(config: dict) -> None:
+    """Refuse bad settings (`setting_problems`) and a non-integer seed, all of them in one message, before
+    any work starts."""
+    wrong = setting_problems({k: v for k, v in config.items() if k != "hydra"})
+    seed = config.get("seed")
+    if "seed" in config and not (isinstance(seed, int) and not isinstance(seed, bool)):
+        wrong.insert(0, f"seed={seed!r} must be an integer")
+    if wrong:
+        raise ValueError("bad settings:\n  " + "\n  ".join(wrong))
+
+
 def prepare_run(cfg: DictConfig) -> dict:
     """Seed Python, NumPy and torch with `cfg.seed` (before any model is built, so e.g. LoRA initialisation
     is reproducible), resolve `cfg`, write it (secrets redacted) to `<run_dir>/config.yaml` atomically, and
     return it as a dict."""
     quiet_libraries()
-    set_seed(cfg.seed)
     config = redact(OmegaConf.to_container(cfg, resolve=True))
     run_dir = Path(config["run_dir"])
     check_key_names(config, run_dir)
+    check_settings(config)
+    set_seed(cfg.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     check_same_settings(run_dir, config)
     if int(os.environ.get("RANK", "0")) == 0:

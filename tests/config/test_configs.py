@@ -25,7 +25,7 @@ from rlhf.algos.reward_model import BradleyTerry
 from rlhf.algos.sft import SFT
 from rlhf.backends.hf import HFBackend
 from rlhf.backends.vllm import VLLMBackend
-from rlhf.config import CONF_DIR
+from rlhf.config import CONF_DIR, setting_problems
 from rlhf.data.tokenize import Tokenization
 from rlhf.logging import NoLogger, WandbLogger
 from rlhf.models.policy import Policy, load_policy
@@ -259,6 +259,7 @@ def test_component_option_composes_resolves_and_instantiates(
     assert OmegaConf.missing_keys(cfg) == set()
     resolved = OmegaConf.to_container(cfg, resolve=True)  # every interpolation of the whole config resolves
     assert resolved["run_dir"] == str(tmp_path)
+    assert setting_problems(resolved) == []  # the early settings check accepts every option as shipped
     # Exactly one object is built per group: one `_target_`, at the node's top level (a wrapper reward
     # also builds the reward it wraps).
     expected_targets = ["_target_", "reward._target_"] if group_option in WRAPPERS else ["_target_"]
@@ -348,6 +349,8 @@ def test_experiment_overrides_its_keys(name):
     group_overrides = spec.pop("defaults", [])
     values = leaves(spec)
     assert values or group_overrides, f"experiment {name} changes nothing"
+    resolved = OmegaConf.to_container(compose_cfg("train", [f"experiment={name}", "run_dir=/nowhere"]), resolve=True)
+    assert setting_problems(resolved) == []
     for key, value in values.items():
         assert OmegaConf.select(cfg, key) == value, key
         assert OmegaConf.select(default, key) != value, f"{key} already is {value!r} by default"
@@ -375,6 +378,7 @@ def test_primary_config_composes_with_defaults(name, tmp_path):
     cfg = compose_cfg(name, [f"run_dir={tmp_path}"])
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert OmegaConf.missing_keys(cfg) == set()
+    assert setting_problems(resolved) == []
     for group in ("task", "policy", "user", "reward", "backend"):
         assert resolved[group]["_target_"], group
     assert resolved["task"]["name"] == "synthetic_prefs" and resolved["seed"] == 0

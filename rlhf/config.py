@@ -5,6 +5,7 @@ Importing this module registers the resolvers:
 - `${or_default:a,b}`: a, or b when a is empty (names the run directory of a run with no overrides).
 """
 
+import functools
 import inspect
 import logging
 import math
@@ -19,6 +20,7 @@ import datasets
 import transformers
 import yaml
 from accelerate.utils import set_seed
+from hydra.errors import CompactHydraException
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -30,6 +32,23 @@ log = logging.getLogger(__name__)
 CONF_DIR = str(REPO_DIR / "conf")  # absolute, so the entrypoints find it from any working directory
 OmegaConf.register_new_resolver("data_dir", lambda: str(REPO_DIR / "data"), replace=True)
 OmegaConf.register_new_resolver("or_default", lambda value, default: value or default, replace=True)
+
+
+class BadInput(CompactHydraException):
+    """A refusal of bad input: Hydra prints its message alone (HYDRA_FULL_ERROR=1: with the traceback) and the
+    process exits with code 1."""
+
+
+def reported(main):
+    """An entrypoint whose refusals (ValueError, OSError, RuntimeError: a bad setting, file, row or run
+    directory, each raised with a message naming it) reach the console as that message, not a traceback."""
+    @functools.wraps(main)
+    def run(cfg):
+        try:
+            return main(cfg)
+        except (ValueError, OSError, RuntimeError, FloatingPointError) as error:
+            raise BadInput(f"{type(error).__name__}: {error}") from error
+    return run
 
 
 def build(node: DictConfig, **kwargs):
@@ -210,7 +229,7 @@ def check_settings(config: dict) -> None:
     wrong = setting_problems({k: v for k, v in config.items() if k != "hydra"})
     seed = config.get("seed")
     if "seed" in config and not (isinstance(seed, int) and not isinstance(seed, bool)):
-        wrong.insert(0, f"seed={seed!r} must be an integer")
+        wrong = [f"seed={seed!r} must be an integer"] + [w for w in wrong if not w.endswith(f".seed={seed!r} must be an int")]
     if wrong:
         raise ValueError("bad settings:\n  " + "\n  ".join(wrong))
 

@@ -6,11 +6,12 @@ modes: conf/mode/."""
 import hydra
 from omegaconf import DictConfig
 
-from rlhf.config import CONF_DIR, build, prepare_run
+from rlhf.config import CONF_DIR, build, prepare_run, reported
 from rlhf.hub import HubPush
 
 
 @hydra.main(config_path=CONF_DIR, config_name="generate", version_base="1.3")
+@reported
 def main(cfg: DictConfig) -> float:
     prepare_run(cfg)
     push = HubPush(cfg.push_to_hub, cfg.push_private) if cfg.push_to_hub else None  # checks HF_TOKEN first

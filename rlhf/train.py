@@ -6,12 +6,13 @@ import math
 import hydra
 from omegaconf import DictConfig
 
-from rlhf.config import CONF_DIR, build, prepare_run
+from rlhf.config import CONF_DIR, build, prepare_run, reported
 from rlhf.eval.report import training_summary
 from rlhf.trainers.offline import slurm_rendezvous
 
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
+@reported
 def main(cfg: DictConfig) -> float:
     slurm_rendezvous()  # a SLURM job of several tasks trains as one multi-process run
     config = prepare_run(cfg)

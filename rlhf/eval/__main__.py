@@ -4,11 +4,12 @@ with `sweep=<dir>` the table of a finished sweep (rlhf.eval.sweep). Defaults: co
 import hydra
 from omegaconf import DictConfig
 
-from rlhf.config import CONF_DIR, build, prepare_run
+from rlhf.config import CONF_DIR, build, prepare_run, reported
 from rlhf.eval.sweep import summarize_sweep
 
 
 @hydra.main(config_path=CONF_DIR, config_name="eval", version_base="1.3")
+@reported
 def main(cfg: DictConfig) -> float | None:
     if cfg.sweep is not None:
         summarize_sweep(cfg.sweep, over=cfg.sweep_over, metrics=cfg.sweep_metrics)

@@ -151,10 +151,14 @@ def check_key_names(config: dict, run_dir: Path) -> None:
 AT_LEAST_ONE = ("batch_size", "gradient_accumulation_steps", "max_steps", "epochs", "prompts_per_step",
                 "samples_per_prompt", "ppo_epochs", "num_minibatches", "micro_batch_size", "chunk_size",
                 "num_samples", "train_limit", "eval_limit", "num_prompts", "max_new_tokens", "max_length",
-                "max_turns", "num_candidates", "iterations", "update_epochs", "window")
+                "max_turns", "num_candidates", "iterations", "update_epochs", "window", "num_eval_prompts")
 NULLABLE = ("max_steps", "train_limit", "eval_limit", "num_prompts", "max_length")
-AT_LEAST_ZERO = ("warmup_steps", "weight_decay", "eval_every", "checkpoint_every", "keep_checkpoints", "log_every")
+AT_LEAST_ZERO = ("warmup_steps", "weight_decay", "eval_every", "checkpoint_every", "keep_checkpoints", "log_every",
+                 "temperature")
 POSITIVE = ("learning_rate", "max_grad_norm")
+FRACTIONS = ("max_failed_fraction", "minority_proportion", "proportion")
+CHOICES = {"mixed_precision": ("no", "fp16", "bf16", "fp8"), "truncation": ("left", "right", "drop", "error"),
+           "reference": ("precompute", "frozen_copy", "disabled_adapter"), "resume": ("check", "ignore_config_change")}
 
 
 def _accepts(annotation, value) -> bool | None:
@@ -214,6 +218,10 @@ def setting_problems(config, path: str = "") -> list[str]:
             found.append(f"{where}={value} must be >= 0")
         elif number and key in POSITIVE and value <= 0:
             found.append(f"{where}={value} must be > 0")
+        elif number and key in FRACTIONS and not 0 <= value <= 1:
+            found.append(f"{where}={value} must be in [0, 1]")
+        elif key in CHOICES and isinstance(value, str) and value not in CHOICES[key]:
+            found.append(f"{where}={value!r} is not one of {list(CHOICES[key])}")
         elif key == "lr_scheduler" and isinstance(value, str):
             from transformers import SchedulerType
 
@@ -228,6 +236,9 @@ def check_settings(config: dict) -> None:
     any work starts."""
     wrong = setting_problems({k: v for k, v in config.items() if k != "hydra"})
     seed = config.get("seed")
+    prompts = config.get("num_prompts")
+    if prompts is not None and not (isinstance(prompts, int) and not isinstance(prompts, bool)):
+        wrong.append(f"num_prompts={prompts!r} must be an integer or null (all)")
     if "seed" in config and not (isinstance(seed, int) and not isinstance(seed, bool)):
         wrong = [f"seed={seed!r} must be an integer"] + [w for w in wrong if not w.endswith(f".seed={seed!r} must be an int")]
     if wrong:
@@ -239,6 +250,10 @@ def prepare_run(cfg: DictConfig) -> dict:
     is reproducible), resolve `cfg`, write it (secrets redacted) to `<run_dir>/config.yaml` atomically, and
     return it as a dict."""
     quiet_libraries()
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ValueError(f"missing values (??? in the config): {', '.join(missing)}; set them on the command line, "
+                         f"e.g. {missing[0]}=...")
     config = redact(OmegaConf.to_container(cfg, resolve=True))
     run_dir = Path(config["run_dir"])
     check_key_names(config, run_dir)

@@ -9,11 +9,24 @@ from omegaconf import DictConfig
 from rlhf.config import CONF_DIR, build, prepare_run, reported
 from rlhf.hub import HubPush
 
+NEEDS_USER = ("generate_dialogues", "refuel_pairs", "collabllm_pairs")
+NO_USER = "rlhf.users.none.NoUser"
+NEEDS_REWARD = ("refuel_pairs", "collabllm_pairs")
+
 
 @hydra.main(config_path=CONF_DIR, config_name="generate", version_base="1.3")
 @reported
 def main(cfg: DictConfig) -> float:
     prepare_run(cfg)
+    if cfg.split not in ("train", "eval"):
+        raise ValueError(f"split={cfg.split!r} is not a split of the task: train or eval")
+    mode = cfg.mode._target_.rsplit(".", 1)[-1]
+    if mode in NEEDS_USER and cfg.user._target_ == NO_USER and cfg.task.get("max_turns", 1) > 1:
+        raise ValueError(f"mode={mode} on a task of {cfg.task.max_turns} policy turns talks to a "
+                         "user simulator, and user=none has none: choose one with user= (e.g. user=dataset replays "
+                         "the data's user turns, user=twenty_questions_kb answers 20 Questions)")
+    if mode in NEEDS_REWARD and cfg.get("reward") is None:
+        raise ValueError(f"mode={mode} ranks what it generates with a reward: set reward=...")
     push = HubPush(cfg.push_to_hub, cfg.push_private) if cfg.push_to_hub else None  # checks HF_TOKEN first
     task = build(cfg.task)  # loads and validates the data before any model
     generate = build(cfg.mode)

@@ -7,6 +7,7 @@ import hydra
 from omegaconf import DictConfig
 
 from rlhf.config import CONF_DIR, build, prepare_run, reported
+from rlhf.data.examples import check_columns
 from rlhf.eval.report import training_summary
 from rlhf.trainers.offline import slurm_rendezvous
 
@@ -18,6 +19,8 @@ def main(cfg: DictConfig) -> float:
     config = prepare_run(cfg)
     task = build(cfg.task)  # loads and validates the data before any model
     algo = build(cfg.algo)
+    if cfg.trainer._target_ in ("rlhf.trainers.offline.fit_offline", "rlhf.trainers.alol.fit_alol"):
+        check_columns(task, algo, rewards=cfg.trainer._target_.endswith("fit_alol"))
     backend = build(cfg.backend)
     if not backend.func.in_process_weights:
         raise ValueError(f"backend {cfg.backend._target_} samples the saved policy, not the one rlhf-train is "

@@ -36,6 +36,26 @@ FIELDS = {"score_chosen": "chosen_scores", "score_rejected": "rejected_scores", 
           "group_id": "group_ids"}
 
 
+def check_columns(task, algo, rewards: bool = False) -> None:
+    """Fail at load, not at step 1, when the train rows lack a column the algorithm's loss reads (REFUEL's
+    score_chosen / score_rejected, group ids) or, with `rewards`, the reward a loop weights examples by."""
+    import inspect
+
+    rows = getattr(task, "train", None)
+    if rows is None or not hasattr(rows, "column_names"):
+        return
+    required = {name for name, p in inspect.signature(algo.loss).parameters.items()
+                if p.default is inspect.Parameter.empty}
+    needed = [column for column, field in FIELDS.items() if field in required]
+    if rewards:
+        needed.append("score" if task.schema == "conversation" else "score_chosen")
+    missing = [c for c in needed if c not in rows.column_names]
+    if missing:
+        raise ValueError(f"{type(algo).__name__} needs the {missing} column{'s' if len(missing) > 1 else ''} in "
+                         f"task {task.name!r}'s train rows, which have {sorted(rows.column_names)} (score them "
+                         "with rlhf-generate, or choose an algorithm that trains on unscored pairs such as algo=dpo)")
+
+
 def check_supports(schema: str, batch_kind: str, source: str) -> None:
     """Fail early when an algorithm needs rows that the task's schema does not have."""
     if schema not in SCHEMAS_FOR[batch_kind]:

@@ -1,5 +1,6 @@
 """Loading rows from a hub dataset name or a local path (jsonl/json, parquet, a saved `datasets` folder)."""
 
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +14,33 @@ from rlhf.data.sources import convert_rows
 log = logging.getLogger(__name__)
 
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+READ = "files read: .jsonl (one JSON object per line), .json, .parquet, a folder saved by `save_to_disk`, a hub name"
+
+
+def check_json_lines(path: Path) -> None:
+    """A .jsonl file is UTF-8 with one JSON object per non-empty line, and not empty; the first line that is
+    not is named (its number and what is wrong) before anything else reads the file."""
+    objects = 0
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path} line {number} is not UTF-8 (byte {e.start + 1}: {raw[e.start:e.start + 1]!r})"
+                                 ) from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path} line {number} is not JSON ({e.msg} at column {e.colno}): "
+                                 f"{line.strip()[:80]!r}") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path} line {number} is a JSON {type(row).__name__}, not an object of columns: "
+                                 f"{line.strip()[:80]!r}")
+            objects += 1
+    if not objects:
+        raise ValueError(f"{path} holds no rows (the file is empty)")
 
 
 def load_rows(path: str, split: str = "train", limit: int | None = None) -> datasets.Dataset:
@@ -26,8 +54,14 @@ def load_rows(path: str, split: str = "train", limit: int | None = None) -> data
     if local.suffix in LOCAL_FORMATS:
         if not local.is_file():
             raise FileNotFoundError(f"dataset file {path!r} does not exist")
-        rows = datasets.load_dataset(LOCAL_FORMATS[local.suffix], data_files=str(local),
-                                     split=split if split.startswith("train[") else "train")
+        if local.suffix == ".jsonl":
+            check_json_lines(local)
+        try:
+            rows = datasets.load_dataset(LOCAL_FORMATS[local.suffix], data_files=str(local),
+                                         split=split if split.startswith("train[") else "train")
+        except datasets.exceptions.DatasetGenerationError as e:
+            cause = e.__cause__ or e.__context__
+            raise ValueError(f"cannot read {path}: {cause or e}") from e
     elif local.is_dir():
         loaded = datasets.load_from_disk(str(local))
         if isinstance(loaded, datasets.DatasetDict):
@@ -35,6 +69,8 @@ def load_rows(path: str, split: str = "train", limit: int | None = None) -> data
                 raise KeyError(f"dataset {path!r} has no split {split!r} (it has {sorted(loaded)})")
             loaded = loaded[split]
         rows = loaded
+    elif local.is_file():
+        raise ValueError(f"dataset file {path!r}: {local.suffix or 'a file without a suffix'} is not read ({READ})")
     elif path.startswith((".", "/", "~")):
         raise FileNotFoundError(f"dataset path {path!r} does not exist")
     else:

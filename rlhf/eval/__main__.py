@@ -15,7 +15,10 @@ def main(cfg: DictConfig) -> float | None:
         summarize_sweep(cfg.sweep, over=cfg.sweep_over, metrics=cfg.sweep_metrics)
         return None
     prepare_run(cfg)
-    evaluation = build(cfg.eval)
+    if cfg.eval._target_ == "rlhf.eval.games.Games" and cfg.user._target_ == "rlhf.users.none.NoUser":
+        raise ValueError("eval=games plays the task against a user simulator, and user=none has none: choose one "
+                         "with user= (e.g. task=twenty_questions user=twenty_questions_kb)")
+    evaluation = build(cfg.eval)  # builds its baseline policy, if any
     result = evaluation(
         policy=build(cfg.policy, _partial_=True),  # loaded by the evaluation, which may load others instead
         task=build(cfg.task),

@@ -8,7 +8,8 @@ At every turn of every dialogue:
    of `window` turns with the user simulator and the policy, each scored by the configured `reward`
    (the session metric) minus the token cost;
 3. chosen = the best candidate, rejected = the worst; on a tie the one whose sessions vary less is chosen
-   (the fork's rule); the pair is kept when `score_chosen - score_rejected >= minimum_gap`;
+   (the fork's rule); the pair is kept when `score_chosen - score_rejected >= minimum_gap` and the scores
+   differ (a tie teaches nothing but noise: dropped as "tied scores" unless `keep_ties`);
 4. the chosen candidate joins the history, and the user's next message is the first user turn of the
    chosen candidate's longest forward session (CollabLLM); the dialogue ends when that session ended at
    once, the task says it is done, or after `task.max_turns` turns.
@@ -77,6 +78,7 @@ def collabllm_pairs(
     cost_weight: float = 5e-4,
     cost_cap: float = 1.0,
     minimum_gap: float = 0.0,
+    keep_ties: bool = False,
     chunk_size: int = 16,
     max_failed_fraction: float = 0.5,
 ) -> datasets.Dataset:
@@ -110,7 +112,8 @@ def collabllm_pairs(
                 mine = evaluations[a * num_candidates:(a + 1) * num_candidates]
                 texts = candidates[a]
                 ranked = rank(mine)
-                row = _pair_row(histories[i], items[i][1], turn, texts, mine, ranked, num_proactive, minimum_gap)
+                row = _pair_row(histories[i], items[i][1], turn, texts, mine, ranked, num_proactive, minimum_gap,
+                               keep_ties)
                 rows.append(row)
                 if ranked is None:
                     continue
@@ -131,7 +134,8 @@ def collabllm_pairs(
                       key={"mode": "collabllm_pairs", "seed": seed, "task": task.name, "split": split,
                            "num_candidates": num_candidates, "num_proactive": num_proactive,
                            "num_samples": num_samples, "window": window, "cost_weight": cost_weight,
-                           "cost_cap": cost_cap, "minimum_gap": minimum_gap, "proactive_prompt": proactive_prompt},
+                           "cost_cap": cost_cap, "minimum_gap": minimum_gap, "proactive_prompt": proactive_prompt,
+                           "keep_ties": keep_ties},
                       models={"policy": policy.model, "reward": reward, "user": user},
                       failed=user_failure, max_failed_fraction=max_failed_fraction)
     return save_pairs(rows, out, drop=("candidates", "candidate_scores"))
@@ -148,7 +152,8 @@ def _candidates(generator, histories: list[list[dict]], num_candidates: int, num
 
 
 def _pair_row(history: list[dict], fields: dict, turn: int, texts: list[str], evaluations: list[Evaluation],
-              ranked: tuple[int, int] | None, num_proactive: int, minimum_gap: float) -> dict:
+              ranked: tuple[int, int] | None, num_proactive: int, minimum_gap: float,
+              keep_ties: bool = False) -> dict:
     scores = [None if isinstance(e.mean, Invalid) else e.mean for e in evaluations]
     row = {"prompt": list(history), "fields": fields, "turn": turn, "candidates": texts, "candidate_scores": scores,
            "chosen": None, "rejected": None, "score_chosen": None, "score_rejected": None,
@@ -162,6 +167,8 @@ def _pair_row(history: list[dict], fields: dict, turn: int, texts: list[str], ev
             "std_rejected": evaluations[worst].std, "chosen_proactive": best < num_proactive}
     if texts[best] == texts[worst]:
         return row | {"drop_reason": "identical candidates"}
+    if scores[best] == scores[worst] and not keep_ties:
+        return row | {"drop_reason": "tied scores"}
     if scores[best] - scores[worst] < minimum_gap:
         return row | {"drop_reason": f"reward gap below minimum_gap={minimum_gap}"}
     return row | {"drop_reason": None}

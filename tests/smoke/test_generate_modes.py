@@ -81,7 +81,9 @@ def test_collabllm_pairs(tmp_path, tiny_cache):
         assert len(row["candidates"]) == 2 and row["prompt"][-1]["role"] == "user"
         assert row["turn"] == (len(row["prompt"]) - 1) // 2
         if row["drop_reason"] is None:
-            assert row["score_chosen"] >= row["score_rejected"]
+            assert row["score_chosen"] > row["score_rejected"]  # ties are dropped
+        elif row["score_chosen"] is not None and row["score_chosen"] == row["score_rejected"]:
+            assert row["drop_reason"] in ("tied scores", "identical candidates")
             assert {row["chosen"], row["rejected"]} == set(row["candidates"])
     second = [r for r in rows if r["turn"] == 1]
     first = {json.dumps(r["fields"]): r for r in rows if r["turn"] == 0}

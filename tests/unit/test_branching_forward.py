@@ -10,10 +10,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from rlhf.backends.hf import HFBackend
 from rlhf.rewards.base import Invalid
 from rlhf.rewards.gold import Length
-from rlhf.rewards.multiturn import MultiturnAware
+from rlhf.rewards.multiturn import Evaluation, MultiturnAware
 from rlhf.rewards.twenty_questions import InformationGain
 from rlhf.rollout.branching import branch_pairs, cut_after, sample_branch
-from rlhf.rollout.collabllm import rank
+from rlhf.rollout.collabllm import _pair_row, rank
 from rlhf.rollout.engine import rollout
 from rlhf.rollout.forward import ForwardSimulator
 from rlhf.tasks.twenty_questions_task import TwentyQuestionsTask
@@ -117,3 +117,16 @@ def test_candidate_ranking_rules():
     assert rank([e(0.2), e(0.5), e(0.1)]) == (1, 2)
     assert rank([e(0.3, std=0.2), e(0.3, std=0.1)]) == (1, 0)  # a tie: the steadier one is chosen
     assert rank([e(0.3), e(Invalid("judge replied with prose"))]) is None
+
+
+@pytest.mark.parametrize("scores, keep_ties, minimum_gap, reason", [
+    ((0.5, 0.5), False, 0.0, "tied scores"),  # a tie teaches nothing: dropped by default
+    ((0.5, 0.5), True, 0.0, None),
+    ((0.6, 0.5), False, 0.0, None),
+    ((0.52, 0.5), False, 0.05, "reward gap below minimum_gap=0.05"),
+])
+def test_collabllm_pairs_drop_ties_unless_asked(scores, keep_ties, minimum_gap, reason):
+    evaluations = [Evaluation(s, 0.1 * k, [s], []) for k, s in enumerate(scores)]
+    row = _pair_row([{"role": "user", "content": "Is it alive?"}], {}, 0, ["Yes?", "No?"], evaluations,
+                    rank(evaluations), 0, minimum_gap, keep_ties)
+    assert row["drop_reason"] == reason and row["score_chosen"] == max(scores)

@@ -92,7 +92,8 @@ def row_problems(row: dict, kind: str) -> list[str]:
     if kind == "preference":
         problems += _reply_problems(row["chosen"], "chosen") + _reply_problems(row["rejected"], "rejected")
         for column in ("score_chosen", "score_rejected", "magnitude"):
-            if row.get(column) is not None and not isinstance(row[column], (int, float)):
+            if row.get(column) is not None and (not isinstance(row[column], (int, float))
+                                                or isinstance(row[column], bool)):
                 problems.append(f"column '{column}' must be a number, got {type(row[column]).__name__}")
             elif row.get(column) is not None and not math.isfinite(row[column]):
                 problems.append(f"column '{column}' must be a finite number, got {row[column]}")
@@ -108,7 +109,7 @@ def _group_problems(responses, scores) -> list[str]:
         return [f"column 'scores' must be a list of {len(responses)} numbers, one per response"]
     problems = [f"column 'responses' item {i} is an empty turn" for i, r in enumerate(responses)
                 if not isinstance(r, str) or not r.strip()]
-    if not all(isinstance(x, (int, float)) for x in scores):
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in scores):
         problems.append("column 'scores' must hold numbers only")
     elif not all(math.isfinite(x) for x in scores):
         problems.append(f"column 'scores' must hold finite numbers, got {scores}")

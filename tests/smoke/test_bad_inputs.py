@@ -72,6 +72,9 @@ def data(tmp_path_factory) -> Path:
     rows(d / "bad_json.jsonl", [PAIR, '{"prompt": "Q?", "chosen": '])
     rows(d / "empty_prompt.jsonl", [PAIR, {**PAIR, "prompt": ""}])
     rows(d / "bad_roles.jsonl", [{"prompt": [{"role": "wizard", "content": "hi"}], "chosen": "a", "rejected": "b"}])
+    rows(d / "bool_score.jsonl", [{**PAIR, "score_chosen": True, "score_rejected": 0.0}])
+    (d / "blank_lines.jsonl").write_text("\n\n  \n")
+    (d / "prefs.txt").write_text("Q? a b\n")
     (d / "not_a_model").mkdir()
     (d / "not_a_model" / "notes.txt").write_text("hello")
     return d
@@ -107,6 +110,10 @@ CASES = {
     "samples_per_prompt_zero": ("train", ["experiment=online_debug", "algo=grpo", "trainer.samples_per_prompt=0"],
                                 "trainer.samples_per_prompt=0 must be >= 1", True),
     "max_new_tokens_zero": ("train", ["backend.max_new_tokens=0"], "backend.max_new_tokens=0 must be >= 1", True),
+    "accumulation_negative": ("train", ["trainer.gradient_accumulation_steps=-1"],
+                              "trainer.gradient_accumulation_steps=-1 must be >= 1", True),
+    "grad_norm_nan": ("train", ["trainer.max_grad_norm=nan"], "trainer.max_grad_norm=nan must be a finite number", True),
+    "train_limit_negative": ("train", ["task.train_limit=-5"], "task.train_limit=-5 must be >= 1 (or null)", True),
     "train_limit_text": ("train", ["task.train_limit=abc"], "task.train_limit='abc' must be an int or null", True),
     "mixed_precision_unknown": ("train", ["trainer.mixed_precision=fp13"],
                                 "trainer.mixed_precision='fp13' is not one of ['no', 'fp16', 'bf16', 'fp8']", True),
@@ -133,6 +140,11 @@ CASES = {
     "missing_file": ("train", [*PREF, "task.train_path={data}/missing.jsonl"], "missing.jsonl' does not exist", True),
     "eval_file_missing": ("train", [*PREF, "task.train_path={data}/good.jsonl", "task.eval_path={data}/nope.jsonl"],
                           "nope.jsonl' does not exist", True),
+    "bool_score": ("train", [*PREF, "task.train_path={data}/bool_score.jsonl"],
+                   "column 'score_chosen' must be a number, got bool", True),
+    "blank_lines_only": ("train", [*PREF, "task.train_path={data}/blank_lines.jsonl"], "blank_lines.jsonl holds no rows",
+                         True),
+    "txt_file": ("train", [*PREF, "task.train_path={data}/prefs.txt"], ".txt is not read (files read: .jsonl", True),
     "missing_column": ("train", [*PREF, "task.train_path={data}/no_rejected.jsonl"], "rejected", True),
     "wrong_type": ("train", [*PREF, "task.train_path={data}/int_chosen.jsonl"], "chosen", True),
     "nan_score": ("train", [*PREF, "task.train_path={data}/nan_score.jsonl"], "score_chosen", True),
@@ -152,6 +164,7 @@ CASES = {
     # generation
     "split_unknown": ("generate", ["split=validation"], "split='validation' is not a split of the task: train or eval", True),
     "num_prompts_zero": ("generate", ["num_prompts=0"], "num_prompts=0 must be >= 1 (or null)", True),
+    "num_prompts_negative": ("generate", ["num_prompts=-1"], "num_prompts=-1 must be >= 1 (or null)", True),
     "num_samples_zero": ("generate", ["mode.num_samples=0"], "mode.num_samples=0 must be >= 1", True),
     "chunk_size_zero": ("generate", ["mode.chunk_size=0"], "mode.chunk_size=0 must be >= 1", True),
     "failed_fraction_out_of_range": ("generate", ["mode=dialogues", "task=synthetic_dialogues", "user=dataset",

@@ -68,7 +68,7 @@ def test_slurm_job_of_two_tasks_matches_one_process(slurm, tmp_path, tiny_cache,
     (job,) = job_ids(tmp_path)
     logs = sorted((tmp_path / ".submitit" / job).glob("*_log.out"))
     assert len(logs) == 2 and all("global_rank=" in log.read_text() for log in logs)  # one per SLURM task
-    run_dir = tmp_path / "algo=dpo,experiment=debug,trainer.batch_size=2,trainer.max_steps=3"
+    run_dir = tmp_path / "algo:dpo+experiment:debug+trainer.batch_size:2+trainer.max_steps:3"
     assert_same_training(run_dir, one_process)
 
 

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 OVERRIDES = ["experiment=debug", "algo=dpo", "trainer.max_steps=200", "trainer.eval_every=0",
              "trainer.log_every=1", "trainer.warmup_steps=3"]
 TOTAL = 200
-RUN_NAME = "algo=dpo,experiment=debug,trainer.max_steps=200,trainer.warmup_steps=3"  # without the intervals
+RUN_NAME = "algo:dpo+experiment:debug+trainer.max_steps:200+trainer.warmup_steps:3"  # without the intervals
 # (submitit counts a signal as a timeout, not requeued by default, once 80% of timeout_min has passed)
 SLURM_JOB = ["hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=60"]
 

@@ -32,7 +32,7 @@ def test_sweep_of_seeds_and_algorithms_is_one_array_job(slurm, tmp_path, tiny_pa
     expected = [(i, "COMPLETED") for i in ids]
     assert sorted(settled(array, slurm, expected)) == expected, "sacct does not show one array job of 4 tasks"
     runs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith("."))
-    assert [p.name for p in runs] == [f"algo={a},experiment=debug,seed={s},trainer.max_steps=1"
+    assert [p.name for p in runs] == [f"algo:{a}+experiment:debug+seed:{s}+trainer.max_steps:1"
                                       for a in ("dpo", "sft") for s in (1, 2)]
     for run in runs:
         assert weights(run / "model"), f"{run} has no final model"
@@ -48,8 +48,8 @@ def test_failing_task_fails_the_sweep(slurm, tmp_path, tiny_path, tiny_cache):
     assert result.returncode != 0
     assert "fewer than one optimizer step needs" in result.stderr
     assert len(job_ids(tmp_path)) == 2
-    good = tmp_path / "algo=sft,experiment=debug,trainer.batch_size=4,trainer.max_steps=1"
-    bad = tmp_path / "algo=sft,experiment=debug,trainer.batch_size=100000,trainer.max_steps=1"
+    good = tmp_path / "algo:sft+experiment:debug+trainer.batch_size:4+trainer.max_steps:1"
+    bad = tmp_path / "algo:sft+experiment:debug+trainer.batch_size:100000+trainer.max_steps:1"
     assert (good / "final_metrics.json").exists() and not (bad / "final_metrics.json").exists()
 
 
@@ -59,7 +59,7 @@ def test_submitit_local_runs_without_slurm(tmp_path, tiny_path, tiny_cache):
     result = sweep(tmp_path, tiny_cache, no_slurm, "launcher=submitit_local", "experiment=debug", "algo=sft",
                    "seed=3", "trainer.max_steps=1")
     assert result.returncode == 0, result.stderr[-4000:]
-    run = tmp_path / "algo=sft,experiment=debug,seed=3,trainer.max_steps=1"
+    run = tmp_path / "algo:sft+experiment:debug+seed:3+trainer.max_steps:1"
     assert weights(run / "model") and (run / "final_metrics.json").exists()
     assert (tmp_path / ".submitit").is_dir()
 
@@ -71,7 +71,7 @@ def test_sweep_submitted_without_waiting_is_aggregated_when_done(slurm, tmp_path
     result = sweep(tmp_path, tiny_cache, slurm, "launcher=slurm", "hydra.launcher.wait=false", *SMALL_JOBS,
                    "experiment=debug", "algo=sft", "seed=1,2", "trainer.max_steps=2")
     assert result.returncode == 0, result.stderr[-4000:]
-    runs = [tmp_path / f"algo=sft,experiment=debug,seed={s},trainer.max_steps=2" for s in (1, 2)]
+    runs = [tmp_path / f"algo:sft+experiment:debug+seed:{s}+trainer.max_steps:2" for s in (1, 2)]
     assert not all((run / "final_metrics.json").exists() for run in runs), "the launcher waited for the tasks"
     [entry] = json.loads((tmp_path / "submitted.json").read_text())
     ids = [task["job_id"] for task in entry["tasks"]]

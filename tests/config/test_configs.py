@@ -441,12 +441,15 @@ def test_missing_required_value_is_reported(tmp_path):
 def test_run_dir_is_named_from_overrides_without_logger_or_launcher():
     cfg = compose_cfg("train", ["algo=sft", "seed=3", "logger=wandb", "launcher=local", "trainer.log_every=5"],
                       hydra_config=True)
-    assert cfg.hydra.job.override_dirname == "algo=sft,seed=3"
-    assert cfg.hydra.run.dir == "outputs/train/algo=sft,seed=3"
-    assert (cfg.hydra.sweep.dir, cfg.hydra.sweep.subdir) == ("multirun/train", "algo=sft,seed=3")
+    assert cfg.hydra.job.override_dirname == "algo:sft+seed:3"
+    assert cfg.hydra.run.dir == "outputs/train/algo:sft+seed:3"
+    assert (cfg.hydra.sweep.dir, cfg.hydra.sweep.subdir) == ("multirun/train", "algo:sft+seed:3")
     # what changes the computation does name the directory
     cfg = compose_cfg("train", ["trainer.max_steps=7", "experiment=debug"], hydra_config=True)
-    assert cfg.hydra.job.override_dirname == "experiment=debug,trainer.max_steps=7"
+    assert cfg.hydra.job.override_dirname == "experiment:debug+trainer.max_steps:7"
+    # and a run directory goes back on the command line unquoted
+    cfg = compose_cfg("eval", [f"policy.path=outputs/train/{cfg.hydra.job.override_dirname}/model"])
+    assert cfg.policy.path == "outputs/train/experiment:debug+trainer.max_steps:7/model"
 
 
 # ---- the real entrypoints (about 6 s each for the imports; run side by side) -----------------------------

@@ -20,7 +20,7 @@ def test_multirun_sweep_writes_one_directory_per_job(tmp_path, tiny_cache, launc
     assert result.returncode == 0, result.stderr[-4000:]
     # run directories are named from the overrides; the launcher key is left out of the name
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
-    assert jobs == [f"algo=sft,experiment=debug,seed={s},trainer.max_steps=2" for s in (1, 2)]
+    assert jobs == [f"algo:sft+experiment:debug+seed:{s}+trainer.max_steps:2" for s in (1, 2)]
     finals = [json.loads((sweep / job / "final_metrics.json").read_text()) for job in jobs]
     assert finals[0] != finals[1], "two seeds gave identical results"
 

@@ -1,5 +1,8 @@
 """Config helpers shared by the entrypoints: OmegaConf resolvers and the run directory's config.yaml.
 
+Light to import (no torch, transformers or datasets at import time), so `--help` and `--cfg job` of the
+entrypoints compose in about a second; the libraries load when a run starts.
+
 Importing this module registers the resolvers:
 - `${data_dir:}`: the bundled data folder of this checkout (`<repo>/data`);
 - `${or_default:a,b}`: a, or b when a is empty (names the run directory of a run with no overrides).
@@ -16,10 +19,7 @@ import types
 import typing
 from pathlib import Path
 
-import datasets
-import transformers
 import yaml
-from accelerate.utils import set_seed
 from hydra.errors import CompactHydraException
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -59,6 +59,9 @@ def build(node: DictConfig, **kwargs):
 
 def quiet_libraries() -> None:
     """Keep the console to our own progress bars and messages: no per-file bars or INFO lines of libraries."""
+    import datasets
+    import transformers
+
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
@@ -258,6 +261,8 @@ def prepare_run(cfg: DictConfig) -> dict:
     run_dir = Path(config["run_dir"])
     check_key_names(config, run_dir)
     check_settings(config)
+    from accelerate.utils import set_seed
+
     set_seed(cfg.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     check_same_settings(run_dir, config)

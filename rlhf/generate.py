@@ -7,7 +7,6 @@ import hydra
 from omegaconf import DictConfig
 
 from rlhf.config import CONF_DIR, build, prepare_run, reported
-from rlhf.hub import HubPush
 
 NEEDS_USER = ("generate_dialogues", "refuel_pairs", "collabllm_pairs")
 NO_USER = "rlhf.users.none.NoUser"
@@ -27,6 +26,8 @@ def main(cfg: DictConfig) -> float:
                          "the data's user turns, user=twenty_questions_kb answers 20 Questions)")
     if mode in NEEDS_REWARD and cfg.get("reward") is None:
         raise ValueError(f"mode={mode} ranks what it generates with a reward: set reward=...")
+    from rlhf.hub import HubPush  # datasets loads here, not at --help / --cfg
+
     push = HubPush(cfg.push_to_hub, cfg.push_private) if cfg.push_to_hub else None  # checks HF_TOKEN first
     task = build(cfg.task)  # loads and validates the data before any model
     generate = build(cfg.mode)

@@ -7,14 +7,15 @@ import hydra
 from omegaconf import DictConfig
 
 from rlhf.config import CONF_DIR, build, prepare_run, reported
-from rlhf.data.examples import check_columns
-from rlhf.eval.report import training_summary
-from rlhf.trainers.offline import slurm_rendezvous
 
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 @reported
 def main(cfg: DictConfig) -> float:
+    from rlhf.data.examples import check_columns  # torch and the libraries load here, not at --help / --cfg
+    from rlhf.eval.report import training_summary
+    from rlhf.trainers.offline import slurm_rendezvous
+
     slurm_rendezvous()  # a SLURM job of several tasks trains as one multi-process run
     config = prepare_run(cfg)
     task = build(cfg.task)  # loads and validates the data before any model

@@ -5,7 +5,7 @@ import datasets
 import pytest
 from hydra import compose, initialize_config_dir
 
-from rlhf.config import CONF_DIR
+from rlhf.config import CONF_DIR, BadInput
 from rlhf.generate import main
 
 TOKEN = "hf_test_0123456789abcdef"
@@ -54,9 +54,9 @@ def test_the_finished_dataset_is_pushed_private_with_the_env_token(pushes, tmp_p
 
 def test_a_push_without_token_or_with_a_bad_repo_id_fails_before_generating(pushes, tmp_path, monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    with pytest.raises(ValueError, match="push_to_hub='me/tiny-samples' needs .* HF_TOKEN"):
+    with pytest.raises(BadInput, match="push_to_hub='me/tiny-samples' needs .* HF_TOKEN"):
         generate(tmp_path / "no_token", "push_to_hub=me/tiny-samples")
     monkeypatch.setenv("HF_TOKEN", TOKEN)
-    with pytest.raises(ValueError, match="push_to_hub='me/not a repo' is not a hub repository id"):
+    with pytest.raises(BadInput, match="push_to_hub='me/not a repo' is not a hub repository id"):
         generate(tmp_path / "bad_id", "push_to_hub='me/not a repo'")
     assert not list(tmp_path.rglob("chunks")) and pushes == []

@@ -6,6 +6,11 @@ import os
 from pathlib import Path
 
 
+class RunRefused(RuntimeError):
+    """A run that cannot go on as asked (damaged checkpoints, mostly failed generation): its message says why
+    and what to do; the entrypoints print it without a traceback."""
+
+
 def write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)

@@ -344,6 +344,9 @@ def reply_text(raw: bytes) -> str:
     except (KeyError, IndexError, TypeError):
         raise RetryableError("malformed response", f"no choices[0].message.content in {raw[:80]!r}") from None
     if not isinstance(content, str):
+        finish = data["choices"][0].get("finish_reason") if isinstance(data["choices"][0], dict) else None
+        if content is None and finish in ("content_filter", "length", "tool_calls"):  # the same on every attempt
+            raise RequestFailed(f"no reply text (finish_reason {finish!r})")
         raise RetryableError("malformed response", f"choices[0].message.content is {type(content).__name__}")
     return content
 

@@ -24,7 +24,7 @@ from hydra.errors import CompactHydraException
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from rlhf.atomic import write_text
+from rlhf.atomic import RunRefused, write_text
 from rlhf.logging import redact
 
 REPO_DIR = Path(__file__).resolve().parents[1]
@@ -40,13 +40,14 @@ class BadInput(CompactHydraException):
 
 
 def reported(main):
-    """An entrypoint whose refusals (ValueError, OSError, RuntimeError: a bad setting, file, row or run
-    directory, each raised with a message naming it) reach the console as that message, not a traceback."""
+    """An entrypoint whose refusals (ValueError, OSError, RunRefused: a bad setting, file, row or run
+    directory, each raised with a message naming it) reach the console as that message, not a traceback;
+    other errors (torch's RuntimeErrors, out of memory) keep theirs."""
     @functools.wraps(main)
     def run(cfg):
         try:
             return main(cfg)
-        except (ValueError, OSError, RuntimeError, FloatingPointError) as error:
+        except (ValueError, OSError, RunRefused, FloatingPointError) as error:
             raise BadInput(f"{type(error).__name__}: {error}") from error
     return run
 
@@ -115,7 +116,8 @@ def check_same_settings(run_dir: Path, config: dict) -> None:
 
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-KEY_LIKE = re.compile(r"^(sk-|sk_|hf_|ghp_|gho_|xox[abp]-|AKIA)|^(?=.*[a-z])(?=.*[0-9])[A-Za-z0-9_\-]{24,}$")
+KEY_LIKE = re.compile(r"^(sk-|ghp_[A-Za-z0-9]{20}|gho_[A-Za-z0-9]{20}|xox[abp]-|AKIA[0-9A-Z]{16}$|hf_[A-Za-z0-9]{30})"
+                      r"|^(?=.*[a-z])(?=.*[A-Z])(?=.*[0-9])[A-Za-z0-9_\-]{24,}$")
 
 
 def key_name_problems(config, prefix: str = "") -> list[str]:
@@ -126,6 +128,8 @@ def key_name_problems(config, prefix: str = "") -> list[str]:
         for key, value in config.items():
             path = f"{prefix}{key}"
             if str(key).endswith("api_key_env") and value is not None:
+                if isinstance(value, str) and value.startswith("${"):
+                    continue  # an interpolation: checked once resolved
                 if not isinstance(value, str) or not ENV_NAME.fullmatch(value) or KEY_LIKE.search(value):
                     found.append(path)
             else:
@@ -136,28 +140,30 @@ def key_name_problems(config, prefix: str = "") -> list[str]:
     return []
 
 
-def check_key_names(config: dict, run_dir: Path) -> None:
+def check_key_names(config: dict, run_dir: Path | None) -> None:
     """Refuse a key given where the name of its environment variable belongs, and remove what Hydra has
     already written of it (the run folder it made for this command, or its `.hydra/` record)."""
     wrong = key_name_problems(config)
     if not wrong:
         return
-    if run_dir.is_dir():
-        made_now = all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir())
+    if run_dir is not None and run_dir.is_dir():
+        made_now = (run_dir / ".hydra").is_dir() and all(p.name == ".hydra" or p.suffix == ".log"
+                                                         for p in run_dir.iterdir())
         shutil.rmtree(run_dir if made_now else run_dir / ".hydra", ignore_errors=True)
     raise ValueError(f"{', '.join(wrong)} must be the NAME of the environment variable holding the key (e.g. "
-                     "OPENAI_API_KEY), not the key: set the variable and pass its name. The value was not saved; "
-                     "the run folder made for it was removed (clear it from your shell history too)")
+                     "OPENAI_API_KEY), not the key: set the variable and pass its name. It was not written to "
+                     "config.yaml, and Hydra's record of this command (.hydra/) was removed; clear it from your shell "
+                     "history (and a sweep directory's multirun.yaml) too")
 
 
 # Ranges of settings, wherever a component takes them (checked before any data or model is loaded)
 AT_LEAST_ONE = ("batch_size", "gradient_accumulation_steps", "max_steps", "epochs", "prompts_per_step",
                 "samples_per_prompt", "ppo_epochs", "num_minibatches", "micro_batch_size", "chunk_size",
                 "num_samples", "train_limit", "eval_limit", "num_prompts", "max_new_tokens", "max_length",
-                "max_turns", "num_candidates", "iterations", "update_epochs", "window", "num_eval_prompts")
+                "max_turns", "num_candidates", "iterations", "update_epochs", "num_eval_prompts", "log_every")
 NULLABLE = ("max_steps", "train_limit", "eval_limit", "num_prompts", "max_length")
-AT_LEAST_ZERO = ("warmup_steps", "weight_decay", "eval_every", "checkpoint_every", "keep_checkpoints", "log_every",
-                 "temperature")
+AT_LEAST_ZERO = ("warmup_steps", "weight_decay", "eval_every", "checkpoint_every", "keep_checkpoints", "temperature",
+                 "window")
 POSITIVE = ("learning_rate", "max_grad_norm")
 FRACTIONS = ("max_failed_fraction", "minority_proportion", "proportion")
 CHOICES = {"mixed_precision": ("no", "fp16", "bf16", "fp8"), "truncation": ("left", "right", "drop", "error"),
@@ -248,10 +254,24 @@ def check_settings(config: dict) -> None:
         raise ValueError("bad settings:\n  " + "\n  ".join(wrong))
 
 
+def hydra_output_dir(cfg: DictConfig) -> Path | None:
+    """The folder Hydra made for this command (where it wrote `.hydra/`), or the configured run_dir."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return Path(HydraConfig.get().runtime.output_dir)
+    except ValueError:  # composed outside a Hydra app
+        try:
+            return Path(str(cfg.run_dir))
+        except Exception:
+            return None
+
+
 def prepare_run(cfg: DictConfig) -> dict:
     """Seed Python, NumPy and torch with `cfg.seed` (before any model is built, so e.g. LoRA initialisation
     is reproducible), resolve `cfg`, write it (secrets redacted) to `<run_dir>/config.yaml` atomically, and
     return it as a dict."""
+    check_key_names(OmegaConf.to_container(cfg, resolve=False), hydra_output_dir(cfg))  # before any other error
     quiet_libraries()
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:

@@ -20,7 +20,8 @@ def main(cfg: DictConfig) -> float:
     if cfg.split not in ("train", "eval"):
         raise ValueError(f"split={cfg.split!r} is not a split of the task: train or eval")
     mode = cfg.mode._target_.rsplit(".", 1)[-1]
-    if mode in NEEDS_USER and cfg.user._target_ == NO_USER and cfg.task.get("max_turns", 1) > 1:
+    if mode in NEEDS_USER and cfg.user._target_ == NO_USER and (cfg.task.get("max_turns", 1) > 1
+                                                                or mode == "collabllm_pairs"):
         raise ValueError(f"mode={mode} on a task of {cfg.task.max_turns} policy turns talks to a "
                          "user simulator, and user=none has none: choose one with user= (e.g. user=dataset replays "
                          "the data's user turns, user=twenty_questions_kb answers 20 Questions)")

@@ -24,7 +24,7 @@ def check_json_lines(path: Path) -> None:
     with path.open("rb") as f:
         for number, raw in enumerate(f, 1):
             try:
-                line = raw.decode("utf-8")
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError as e:
                 raise ValueError(f"{path} line {number} is not UTF-8 (byte {e.start + 1}: {raw[e.start:e.start + 1]!r})"
                                  ) from None

@@ -27,7 +27,7 @@ import datasets
 import torch
 from tqdm.auto import tqdm
 
-from rlhf.atomic import write_jsonl, write_text
+from rlhf.atomic import RunRefused, write_jsonl, write_text
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def run_chunks(
         if rows and sum(failures.values()) > max_failed_fraction * len(rows):
             bar.close()
             reasons = "\n  ".join(f"{n} x {reason}" for reason, n in failures.most_common(5))
-            raise RuntimeError(f"{sum(failures.values())} of {len(rows)} rows so far failed, more than "
+            raise RunRefused(f"{sum(failures.values())} of {len(rows)} rows so far failed, more than "
                                f"mode.max_failed_fraction={max_failed_fraction}:\n  {reasons}\nThe {index + 1} chunks "
                                f"written are kept in {folder}; fix the cause and run again (chunks with failures "
                                "are generated again)")

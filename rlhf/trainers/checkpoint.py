@@ -30,7 +30,7 @@ from accelerate import Accelerator
 from accelerate.utils import load as accelerate_load
 from safetensors.torch import load_file, save_file
 
-from rlhf.atomic import write_text
+from rlhf.atomic import RunRefused, write_text
 
 log = logging.getLogger(__name__)
 PREFIX = "step-"
@@ -86,8 +86,11 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
             return checkpoint
         damaged.append(f"{checkpoint}: {'; '.join(wrong[:5])}{' ...' if len(wrong) > 5 else ''}")
     if damaged:
-        raise RuntimeError("no valid checkpoint to resume from; every one is damaged:\n  " + "\n  ".join(damaged)
-                           + f"\nRemove {run_dir / 'checkpoints'} to train from the start, or use another run "
+        old = all("no manifest.json" in d for d in damaged)
+        hint = ("\nCheckpoints without manifest.json were written by an earlier version, which pickled the "
+                "scheduler; they cannot be resumed safely. " if old else "\n")
+        raise RunRefused("no valid checkpoint to resume from; every one is damaged:\n  " + "\n  ".join(damaged) + hint
+                           + f"Remove {run_dir / 'checkpoints'} to train from the start, or use another run "
                            "directory")
     return None
 
@@ -142,6 +145,9 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int, state: d
         write_manifest(tmp)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
+        for newer in [p for p in root.glob(f"{PREFIX}*") if p.name > final.name]:
+            os.replace(newer, root / f"damaged-{newer.name}")  # skipped on resume: kept aside, out of rotation
+            log.warning("moved %s (newer than the resumed run's checkpoints) to damaged-%s", newer, newer.name)
         for old in sorted(root.glob(f"{PREFIX}*"))[:-keep] if keep > 0 else []:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
@@ -152,13 +158,18 @@ def load_checkpoint(accelerator: Accelerator, checkpoint: Path, extras: dict | N
     try:
         # accelerate reads the RNG states with weights_only=True but goes on without them when that fails (an
         # inexact resume, logged at INFO): read them here first, so such a file stops the resume instead
-        accelerate_load(checkpoint / f"random_states_{accelerator.process_index}.pkl")
+        rng = checkpoint / f"random_states_{accelerator.process_index}.pkl"
+        if rng.is_file():
+            accelerate_load(rng)
+        else:
+            log.warning("%s has no RNG state for process %d (saved with fewer processes): sampling after the "
+                        "resume does not repeat an uninterrupted run's", checkpoint, accelerator.process_index)
         accelerator.load_state(str(checkpoint))
         for name, obj in (extras or {}).items():
             tensors = load_file(str(checkpoint / f"{name}.safetensors"))
             obj.load_state_dict(decode(json.loads((checkpoint / f"{name}.json").read_text()), tensors))
     except Exception as e:
-        raise RuntimeError(f"cannot resume from {checkpoint}: {type(e).__name__}: {str(e)[:500]}") from e
+        raise RunRefused(f"cannot resume from {checkpoint}: {type(e).__name__}: {str(e)[:500]}") from e
     return json.loads((checkpoint / "trainer_state.json").read_text())
 
 

@@ -110,6 +110,13 @@ def test_malformed_bodies_are_retried_then_fail_with_the_reason(chat_server, sle
     assert chat_server.count == 3 and len(sleeps) == 2
 
 
+def test_no_content_for_a_terminal_reason_is_not_retried(chat_server, sleeps):
+    chat_server.script = lambda b, seen: Raw(b'{"choices": [{"message": {"content": null}, '
+                                             b'"finish_reason": "content_filter"}]}')
+    [result] = client(chat_server).complete(prompts(1))
+    assert result.failure == "no reply text (finish_reason 'content_filter')" and chat_server.count == 1
+
+
 def test_a_malformed_body_then_a_good_one_is_a_reply(chat_server, sleeps):
     chat_server.script = lambda b, seen: Raw(b'{"choices": [') if seen == 0 else Reply("fine")
     assert client(chat_server).complete(prompts(1)) == [ChatResult("fine")]

@@ -8,7 +8,9 @@ import pytest
 import torch
 from transformers import get_scheduler
 
-from rlhf.trainers.checkpoint import decode, encode, latest_checkpoint, problems, write_manifest
+from accelerate import Accelerator
+
+from rlhf.trainers.checkpoint import decode, encode, latest_checkpoint, problems, save_checkpoint, write_manifest
 
 
 def folder(path, step: int):
@@ -81,3 +83,14 @@ def test_optimizer_scheduler_and_generator_states_round_trip_without_pickle():
     assert other.get_last_lr() == scheduler.get_last_lr() and other.last_epoch == scheduler.last_epoch
     with pytest.raises(TypeError, match="cannot save a object in a checkpoint"):
         encode({"x": object()}, {})
+
+
+def test_a_damaged_newer_checkpoint_never_rotates_out_the_ones_written_after_the_resume(tmp_path):
+    root = tmp_path / "checkpoints"
+    folder(root / "step-00000100", 100)
+    damaged = folder(root / "step-00000150", 150)
+    (damaged / "model.safetensors").write_bytes(b"cut")
+    assert latest_checkpoint(tmp_path) == root / "step-00000100"
+    save_checkpoint(Accelerator(cpu=True), tmp_path, 110, {}, keep=1)  # the resumed run goes on
+    assert sorted(p.name for p in root.iterdir()) == ["damaged-step-00000150", "step-00000110"]
+    assert latest_checkpoint(tmp_path) == root / "step-00000110"

@@ -71,6 +71,8 @@ def quiet_libraries() -> None:
     logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)
 
 
+# user=none's target (nobody speaks after the policy), which the entrypoints refuse where a user is needed
+NO_USER = "rlhf.users.none.NoUser"
 # What a run directory holds once it has results to resume from or return
 RESULTS = ("checkpoints", "final_metrics.json", "chunks", "eval.json", "dataset", "dialogues")
 # Settings that change where or how often things are written, not what is computed (a run directory moved

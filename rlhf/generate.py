@@ -6,10 +6,9 @@ modes: conf/mode/."""
 import hydra
 from omegaconf import DictConfig
 
-from rlhf.config import CONF_DIR, build, prepare_run, reported
+from rlhf.config import CONF_DIR, NO_USER, build, prepare_run, reported
 
 NEEDS_USER = ("generate_dialogues", "refuel_pairs", "collabllm_pairs")
-NO_USER = "rlhf.users.none.NoUser"
 NEEDS_REWARD = ("refuel_pairs", "collabllm_pairs")
 
 

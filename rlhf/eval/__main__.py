@@ -4,7 +4,7 @@ with `sweep=<dir>` the table of a finished sweep (rlhf.eval.sweep). Defaults: co
 import hydra
 from omegaconf import DictConfig
 
-from rlhf.config import CONF_DIR, build, prepare_run, reported
+from rlhf.config import CONF_DIR, NO_USER, build, prepare_run, reported
 from rlhf.eval.sweep import summarize_sweep
 
 
@@ -15,7 +15,7 @@ def main(cfg: DictConfig) -> float | None:
         summarize_sweep(cfg.sweep, over=cfg.sweep_over, metrics=cfg.sweep_metrics)
         return None
     prepare_run(cfg)
-    if cfg.eval._target_ == "rlhf.eval.games.Games" and cfg.user._target_ == "rlhf.users.none.NoUser":
+    if cfg.eval._target_ == "rlhf.eval.games.Games" and cfg.user._target_ == NO_USER:
         raise ValueError("eval=games plays the task against a user simulator, and user=none has none: choose one "
                          "with user= (e.g. task=twenty_questions user=twenty_questions_kb)")
     evaluation = build(cfg.eval)  # builds its baseline policy, if any

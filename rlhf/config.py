@@ -256,6 +256,19 @@ def check_settings(config: dict) -> None:
         raise ValueError("bad settings:\n  " + "\n  ".join(wrong))
 
 
+def unset_keys(config, prefix: str = "") -> list[str]:
+    """The keys left `???` in a config, found without resolving it (OmegaConf.missing_keys resolves, and fails on
+    an interpolation of an unset key instead of naming it)."""
+    if isinstance(config, DictConfig):
+        config = OmegaConf.to_container(config, resolve=False)
+    items = config.items() if isinstance(config, dict) else enumerate(config) if isinstance(config, list) else ()
+    found = []
+    for key, value in items:
+        path = f"{prefix}.{key}" if prefix else str(key)
+        found += [path] if value == "???" else unset_keys(value, path)
+    return found
+
+
 def hydra_output_dir(cfg: DictConfig) -> Path | None:
     """The folder Hydra made for this command (where it wrote `.hydra/`), or the configured run_dir."""
     from hydra.core.hydra_config import HydraConfig
@@ -275,7 +288,7 @@ def prepare_run(cfg: DictConfig) -> dict:
     return it as a dict."""
     check_key_names(OmegaConf.to_container(cfg, resolve=False), hydra_output_dir(cfg))  # before any other error
     quiet_libraries()
-    missing = sorted(OmegaConf.missing_keys(cfg))
+    missing = unset_keys(cfg)
     if missing:
         raise ValueError(f"missing values (??? in the config): {', '.join(missing)}; set them on the command line, "
                          f"e.g. {missing[0]}=...")

@@ -18,6 +18,11 @@ def main(cfg: DictConfig) -> float:
 
     slurm_rendezvous()  # a SLURM job of several tasks trains as one multi-process run
     config = prepare_run(cfg)
+    if cfg.stages:  # an experiment of several runs, each a child process (rlhf/pipeline.py)
+        from rlhf.pipeline import run_stages
+
+        result = run_stages(stages=config["stages"], run_dir=cfg.run_dir, resume=cfg.resume)
+        return result.get(cfg.objective, math.nan)
     task = build(cfg.task)  # loads and validates the data before any model
     algo = build(cfg.algo)
     if cfg.trainer._target_ in ("rlhf.trainers.offline.fit_offline", "rlhf.trainers.alol.fit_alol"):

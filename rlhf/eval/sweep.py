@@ -99,8 +99,10 @@ def _loss_curve(path: Path) -> list[tuple[int, float]]:
 
 
 def find_runs(sweep_dir: Path) -> list[Run]:
-    runs = [read_run(p.parent.parent) for p in sorted(sweep_dir.rglob(".hydra/overrides.yaml"))
+    dirs = [p.parent.parent for p in sorted(sweep_dir.rglob(".hydra/overrides.yaml"))
             if not any(part.startswith(".") for part in p.parent.parent.relative_to(sweep_dir).parts)]
+    # the stages of an experiment of stages are runs inside its run: the experiment's run is the sweep's
+    runs = [read_run(d) for d in dirs if not any(parent in set(dirs) for parent in d.parents)]
     runs = [r for r in runs if "sweep" not in r.overrides]  # an `rlhf-eval sweep=...` run itself
     if not runs:
         raise FileNotFoundError(f"no runs under {sweep_dir}: a run directory holds .hydra/overrides.yaml, as "

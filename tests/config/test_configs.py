@@ -25,7 +25,7 @@ from rlhf.algos.reward_model import BradleyTerry
 from rlhf.algos.sft import SFT
 from rlhf.backends.hf import HFBackend
 from rlhf.backends.vllm import VLLMBackend
-from rlhf.config import CONF_DIR, setting_problems
+from rlhf.config import CONF_DIR, setting_problems, unset_keys
 from rlhf.data.tokenize import Tokenization
 from rlhf.logging import NoLogger, WandbLogger
 from rlhf.models.policy import Policy, load_policy
@@ -65,7 +65,7 @@ GROUPS = (*COMPONENT_GROUPS, "mode", "eval", "launcher", "experiment")
 # for a component group, EXPECTED_TYPE below (or, for the reward models, composites and pluralistic golds,
 # tests/config/test_reward_configs.py, which builds them on tiny local classifiers), so that every option
 # is known to be covered by these tests.
-NUM_OPTIONS = 109
+NUM_OPTIONS = 122
 # Reward options that wrap another reward option (its `_target_` nested under `reward.reward`).
 WRAPPERS = {"reward/noise", "reward/exponent"}
 # Options that build other components with them: a task that labels groups (its labelling and gold), the
@@ -346,20 +346,35 @@ def test_experiment_overrides_its_keys(name):
     default = compose_cfg("train")
     cfg = compose_cfg("train", [f"experiment={name}"])
     spec = OmegaConf.to_container(OmegaConf.load(CONF / "experiment" / f"{name}.yaml"))
-    group_overrides = spec.pop("defaults", [])
+    defaults = spec.pop("defaults", [])
+    # a config it builds on (another experiment, or a pipeline of conf/pipelines/) sets values of its own
+    bases = [entry for entry in defaults if isinstance(entry, str) and entry != "_self_"]
+    group_overrides = [entry for entry in defaults if isinstance(entry, dict)]
     values = leaves(spec)
     assert values or group_overrides, f"experiment {name} changes nothing"
-    resolved = OmegaConf.to_container(compose_cfg("train", [f"experiment={name}", "run_dir=/nowhere"]), resolve=True)
+    # values left for the command line (??? in the experiment, e.g. the path of a dataset) are set here
+    placed = compose_cfg("train", [f"experiment={name}", "run_dir=/nowhere"])
+    unset = [f"{key}=/somewhere" for key in unset_keys(placed)]
+    resolved = OmegaConf.to_container(compose_cfg("train", [f"experiment={name}", "run_dir=/nowhere", *unset]),
+                                      resolve=True)
     assert setting_problems(resolved) == []
     for key, value in values.items():
+        if isinstance(value, str) and ("${" in value or value == "???") or key.startswith("stages."):
+            continue  # an interpolation (checked by resolving the whole config above), or a stage's overrides
+            # (tests/config/test_experiments.py composes each stage)
         assert OmegaConf.select(cfg, key) == value, key
-        assert OmegaConf.select(default, key) != value, f"{key} already is {value!r} by default"
+        if not bases:
+            assert OmegaConf.select(default, key) != value, f"{key} already is {value!r} by default"
+    chosen = compose_cfg("train", [f"{key.removeprefix('override /')}={option}"
+                                   for entry in group_overrides for key, option in entry.items()])
     for entry in group_overrides:  # e.g. {"override /task": "synthetic_dialogues"}
         [(key, option)] = entry.items()
         group = key.removeprefix("override /")
-        chosen = compose_cfg("train", [f"{group}={option}"])[group]
-        assert {k: v for k, v in cfg[group].items() if f"{group}.{k}" not in values} == \
-            {k: v for k, v in chosen.items() if f"{group}.{k}" not in values}
+
+        def own(node):  # the group's keys the experiment does not set itself
+            return {k: v for k, v in OmegaConf.to_container(node).items() if not any(v_key == f"{group}.{k}" or v_key.startswith(f"{group}.{k}.")
+                                                          for v_key in values)}
+        assert own(cfg[group]) == own(chosen[group]), group
         assert cfg[group] != default[group]
 
 

@@ -91,6 +91,16 @@ def test_eval_runs_are_read_from_eval_json(tmp_path):
     assert summary["groups"][0]["metrics"]["reward_mean"]["mean"] == pytest.approx(1.0)
 
 
+def test_the_stages_of_an_experiment_are_not_runs_of_the_sweep(tmp_path):
+    for seed, reward in ((1, 0.5), (2, 1.5)):
+        run = make_run(tmp_path, ["experiment=sharedrep_debug", f"seed={seed}"], {"eval_gold/reward_mean": reward})
+        make_run(run, ["algo=grpo", "reward=group_rm"], {"eval/reward_mean": 99.0})  # a stage, inside its run
+    summary = summarize_sweep(tmp_path)
+    assert summary["metrics"] == ["eval_gold/reward_mean"]
+    assert summary["groups"][0]["metrics"]["eval_gold/reward_mean"]["mean"] == pytest.approx(1.0)
+    assert summary["groups"][0]["metrics"]["eval_gold/reward_mean"]["n"] == 2
+
+
 def test_clear_errors(tmp_path, sweep):
     with pytest.raises(FileNotFoundError, match="no such directory"):
         summarize_sweep(tmp_path / "nope")

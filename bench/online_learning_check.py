@@ -33,7 +33,6 @@ import argparse
 import json
 import math
 import os
-import random
 import sys
 from pathlib import Path
 
@@ -125,50 +124,15 @@ def raised(before: float, se_b: float, after: float, se_a: float) -> bool:
 
 
 def twenty_questions_files(out: Path) -> dict[str, Path]:
-    """The game on TQ_OBJECTS objects: objects, attributes and evaluation games files of those objects."""
-    from rlhf.tasks.twenty_questions import OBJECTS_PATH
-    from rlhf.tasks.twenty_questions_kb import ATTRIBUTES_PATH
-    from rlhf.tasks.twenty_questions_task import EVAL_GAMES_PATH
+    """The game on TQ_OBJECTS objects (rlhf/tasks/twenty_questions_subset.py), its evaluation games each
+    repeated TQ_EVAL_REPEATS times."""
+    from rlhf.tasks.twenty_questions_subset import write_subset
 
-    categories = json.loads(Path(OBJECTS_PATH).read_text())
-    kept = dict(list((category, words[:1]) for category, words in categories.items())[:TQ_OBJECTS])
-    names = {words[0][0] for words in kept.values()}
-    attributes = json.loads(Path(ATTRIBUTES_PATH).read_text())
-    attributes["objects"] = {k: v for k, v in attributes["objects"].items() if k in names}
-    games = [g for g in json.loads(Path(EVAL_GAMES_PATH).read_text()) if g["word"][0] in names] * TQ_EVAL_REPEATS
-    files = {"objects": out / "tq_objects.json", "attributes": out / "tq_attributes.json",
-             "games": out / "tq_eval_games.json"}
-    for key, value in (("objects", kept), ("attributes", attributes), ("games", games)):
-        files[key].write_text(json.dumps(value))
+    files = write_subset(out / "tq", TQ_OBJECTS)
+    games = json.loads(files["games"].read_text()) * TQ_EVAL_REPEATS
+    files["games"] = out / "tq_eval_games.json"
+    files["games"].write_text(json.dumps(games))
     return files
-
-
-def random_games(files: dict[str, Path], path: Path) -> None:
-    """TQ_GAMES games of a random asker against the knowledge-base oracle of these objects: each turn an
-    attribute question or a guess of an object not yet guessed, with equal chance, until a correct guess or
-    TQ_TURNS questions; as conversations ending with the asker's turn."""
-    from rlhf.tasks.twenty_questions import YES
-    from rlhf.tasks.twenty_questions_kb import KnowledgeBaseOracle
-    from rlhf.tasks.twenty_questions_task import OPENING
-
-    oracle = KnowledgeBaseOracle(files["objects"], files["attributes"])
-    rng, rows = random.Random(0), []
-    for game in range(TQ_GAMES):
-        secret = oracle.objects[game % len(oracle.objects)]
-        messages, guessed = [{"role": "user", "content": OPENING}], []
-        for _ in range(TQ_TURNS):
-            left = [o for o in oracle.objects if o not in guessed]
-            if rng.random() < 0.5:
-                question = rng.choice(list(oracle.questions.values()))
-            else:
-                guessed.append(rng.choice(left))
-                question = f"Is it a {guessed[-1]}?"
-            answer = oracle.answer(question, secret)
-            messages += [{"role": "assistant", "content": question}, {"role": "user", "content": answer}]
-            if question.startswith("Is it a ") and answer == YES and guessed and guessed[-1] == secret:
-                break
-        rows.append({"messages": messages[:-1]})
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def group_gold(model_dir: Path, prompts_path: Path, n: int, seed: int) -> dict:
@@ -247,8 +211,10 @@ def main() -> None:
             g["minority_raised"] = raised(s["minority_gold"], s["minority_gold_stderr"], g["minority_gold"],
                                           g["minority_gold_stderr"])
     if "twenty_questions" in checks:
+        from rlhf.tasks.twenty_questions_subset import write_random_games
+
         files, games = twenty_questions_files(out), out / "tq_games.jsonl"
-        random_games(files, games)
+        write_random_games(files, games, TQ_GAMES, TQ_TURNS)
         run("tq-start", [*TQ_START, f"task.train_path={games}", f"task.eval_path={games}"])
         game = [f"task.objects_path={files['objects']}", f"task.eval_games_path={files['games']}"]
         metrics, seconds = run("tq-grpo", [*TQ_ONLINE, *game, f"policy.path={out / 'tq-start' / 'model'}"])

@@ -4,7 +4,8 @@ games, D2PO's reward model -> DPO / OPO / D2PO. One command, one run directory.
 
 Each stage is one run of an entrypoint (`run: train | generate | eval`) with its `overrides` (a mapping of
 command-line keys to values, `~key: null` to delete), in `<run_dir>/<stage>/`, started as a child process,
-in the order written. A stage's output reaches the next by path: overrides name `${run_dir}/<stage>/model`,
+in the order written; a stage set to null is left out (a pipeline's optional stage, which an experiment
+fills in). A stage's output reaches the next by path: overrides name `${run_dir}/<stage>/model`,
 resolved with the experiment's config. Before the first stage starts, every stage's config is composed and
 its settings are checked, so a typo in the last stage stops the run before the first one trains.
 
@@ -67,6 +68,7 @@ def check_stages(stages: dict, run_dir: Path) -> dict[str, list[str]]:
 
     from rlhf.config import check_key_names, check_settings, unset_keys
 
+    stages = {name: stage for name, stage in stages.items() if stage is not None}  # null: a stage left out
     if not stages:
         raise ValueError("stages: an experiment of stages needs at least one")
     commands = {}
@@ -112,7 +114,7 @@ def run_stages(*, stages: dict, run_dir: str, resume: str = "check") -> dict[str
     progress_file = run_dir / "stages.json"
     progress = json.loads(progress_file.read_text()) if progress_file.is_file() else {}
     results: dict[str, float] = {}
-    for k, (name, overrides) in enumerate(commands.items(), start=1):
+    for k, (name, overrides) in enumerate(commands.items(), start=1):  # the stages not left out
         folder = run_dir / name
         command = [sys.executable, "-m", ENTRYPOINTS[stages[name]["run"]], *overrides, f"resume={resume}",
                    f"hydra.run.dir={override_value(str(folder))}"]

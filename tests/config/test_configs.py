@@ -36,6 +36,7 @@ from rlhf.trainers.offline import fit_offline
 from rlhf.trainers.iterative import fit_iterative
 from rlhf.trainers.online import fit_online
 from rlhf.rewards.contrastive import ContrastiveDistill
+from rlhf.rewards.composite import Composite
 from rlhf.rewards.judge import PairwiseJudge, PointwiseJudge
 from rlhf.rewards.math_steps import MathEditDistance
 from rlhf.rewards.modifiers import Exponent, Noise
@@ -65,7 +66,7 @@ GROUPS = (*COMPONENT_GROUPS, "mode", "eval", "launcher", "experiment")
 # for a component group, EXPECTED_TYPE below (or, for the reward models, composites and pluralistic golds,
 # tests/config/test_reward_configs.py, which builds them on tiny local classifiers), so that every option
 # is known to be covered by these tests.
-NUM_OPTIONS = 122
+NUM_OPTIONS = 126
 # Reward options that wrap another reward option (its `_target_` nested under `reward.reward`).
 WRAPPERS = {"reward/noise", "reward/exponent"}
 # Options that build other components with them: a task that labels groups (its labelling and gold), the
@@ -113,6 +114,8 @@ EXPECTED_TYPE = {
     "reward/exponent": Exponent,
     "reward/judge_20q": PointwiseJudge,
     "reward/judge_interactivity": PointwiseJudge,
+    "reward/collabllm_20q_infogain": Composite,
+    "reward/collabllm_20q_interactive": Composite,
     "reward/judge_pairwise": PairwiseJudge,
     "reward/twenty_questions_infogain": InformationGain,
     "reward/twenty_questions_success": Guessed,

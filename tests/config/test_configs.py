@@ -66,7 +66,7 @@ GROUPS = (*COMPONENT_GROUPS, "mode", "eval", "launcher", "experiment")
 # for a component group, EXPECTED_TYPE below (or, for the reward models, composites and pluralistic golds,
 # tests/config/test_reward_configs.py, which builds them on tiny local classifiers), so that every option
 # is known to be covered by these tests.
-NUM_OPTIONS = 126
+NUM_OPTIONS = 129
 # Reward options that wrap another reward option (its `_target_` nested under `reward.reward`).
 WRAPPERS = {"reward/noise", "reward/exponent"}
 # Options that build other components with them: a task that labels groups (its labelling and gold), the
@@ -74,6 +74,8 @@ WRAPPERS = {"reward/noise", "reward/exponent"}
 NESTED = {"task/synthetic_pluralistic_pairs": ["groups._target_", "groups.gold._target_",
                                                "groups.gold.traits.bow._target_", "groups.gold.traits.calm._target_"],
           "trainer/online": ["user._target_"],
+          "reward/collabllm_20q_infogain": ["components.information_gain._target_", "components.accuracy._target_"],
+          "reward/collabllm_20q_interactive": ["components.interactivity._target_", "components.accuracy._target_"],
           "trainer/d2po": ["user._target_", "discriminator._target_", "discriminator.model._target_"],
           "trainer/iterative": ["user._target_", "generate._target_", "train._target_"]}
 

@@ -10,6 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from rlhf.config import CONF_DIR
+from tests.config.test_experiments import TWINS
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 CONFIG = {"rlhf-train": "train", "rlhf-generate": "generate", "rlhf-eval": "eval"}
@@ -46,3 +47,10 @@ def test_readme_command_composes(line):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(CONFIG[entry], overrides=overrides, return_hydra_config=True)
     assert {"task", "policy", "backend"} <= set(cfg) and cfg.hydra.job.config_name == CONFIG[entry]
+
+
+def test_the_quick_commands_are_the_twins_the_smoke_tier_runs():
+    """The README's one-minute commands (`rlhf-train experiment=<twin>`) are what tests/smoke/test_experiments.py
+    runs for real, one by one."""
+    quick = {m.group(1) for c in readme_commands() if (m := re.fullmatch(r"rlhf-train experiment=(\w+_debug)(\s+#.*)?", c))}
+    assert quick == set(TWINS)

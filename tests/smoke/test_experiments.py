@@ -1,0 +1,94 @@
+"""Every CPU twin (`conf/experiment/**/*_debug.yaml`) runs through the real `rlhf-train`, as its published
+setup would, and its headline numbers are there and say what the twin claims; an experiment of stages run
+again with the same command skips every stage."""
+
+import json
+import math
+
+import pytest
+import yaml
+
+from tests.config.test_experiments import NUM_TWINS, TWINS
+from tests.smoke.helpers import metrics, run
+
+pytestmark = pytest.mark.slow
+
+
+def stage_metrics(run_dir, stage) -> list[dict]:
+    return metrics(run_dir / stage)
+
+
+def check_sharedrep(run_dir, final):
+    # GRPO on the gold raises the gold's min over groups; each policy is scored under both groups' golds
+    assert final["eval_gold/reward_mean"] > final["grpo_gold/before/eval/reward_mean"]
+    for method in ("gold", "maxmin", "sharedrep"):
+        assert {f"eval_{method}/group_0_mean", f"eval_{method}/group_1_mean"} <= final.keys()
+    # MaxMin keeps one head per group on the backbone; SharedRep adds its shared k-dim layer
+    maxmin = json.loads((run_dir / "rm_maxmin" / "model" / "reward_model.json").read_text())
+    sharedrep = json.loads((run_dir / "rm_sharedrep" / "model" / "reward_model.json").read_text())
+    assert (maxmin["num_groups"], maxmin["shared_dim"]) == (2, None)
+    assert (sharedrep["num_groups"], sharedrep["shared_dim"]) == (2, 16)
+
+
+def check_d2po(run_dir, final):
+    start = final["opo_gold/before/eval/reward_mean"]
+    assert final["sft/eval/reward_mean"] == start  # every online run starts from the SFT stage's model
+    assert final["opo_gold/eval/reward_mean"] > start
+    labels = {name: max(m.get("d2po/gold_labels", 0) for m in stage_metrics(run_dir, name))
+              for name in ("opo_rm", "d2po_conf", "d2po_rand")}
+    assert labels["opo_rm"] == 0 and labels["d2po_conf"] > 0 and labels["d2po_rand"] > 0
+
+
+def check_iterative(run_dir, final):
+    assert {"before/eval/reward_mean", "iter-1/eval/reward_mean", "iter-2/eval/reward_mean"} <= final.keys()
+    for k in (1, 2):
+        assert (run_dir / f"iter-{k}" / "generate" / "pairs.jsonl").read_text().strip()
+
+
+def check_online_refuel(run_dir, final):
+    steps = [m for m in metrics(run_dir) if "loss" in m]
+    assert steps and sum(m["pairs/kept"] for m in steps) > 0 and all(math.isfinite(m["loss"]) for m in steps)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["trainer"]["ppo_epochs"] == 4 and config["trainer"]["horizon"] == "last"
+
+
+def check_twenty_questions(run_dir, final):
+    pairs = [json.loads(line) for line in (run_dir / "pairs" / "dataset.jsonl").read_text().splitlines()]
+    kept = [p for p in pairs if p["drop_reason"] is None]
+    assert kept and all(p["score_chosen"] > p["score_rejected"] for p in kept)  # ties are dropped
+    assert final["games/games"] == final["games/baseline/games"] == 64
+    assert final["games/success"] + final["games/baseline/success"] > 0  # the SFT start finds some objects
+
+
+def check_alol(run_dir, final):
+    advantages = json.loads((run_dir / "advantages.json").read_text())
+    assert 0 < advantages["positive_fraction"] <= 1 and advantages["steps"] <= 40  # steps scaled by it
+    assert final["eval/reward_mean"] > final["before/eval/reward_mean"]
+
+
+def check_online(run_dir, final):
+    assert math.isfinite(final["eval/reward_mean"])
+
+
+CHECKS = {"sharedrep_debug": check_sharedrep, "d2po_debug": check_d2po,
+          "refuel_ultrainteract_debug": check_iterative, "refuel_hh_debug": check_online_refuel,
+          "refuel_ultrainteract_online_debug": check_online_refuel, "twenty_questions_debug": check_twenty_questions,
+          "alol_hha_debug": check_alol, "online_debug": check_online}
+
+
+def test_every_twin_has_its_checks():
+    assert len(CHECKS) == NUM_TWINS and set(CHECKS) == set(TWINS)
+
+
+@pytest.mark.parametrize("name", TWINS)
+def test_twin(name, tmp_path, tiny_cache):
+    run_dir = tmp_path / name
+    run("rlhf.train", run_dir, tiny_cache, f"experiment={name}")
+    final = json.loads((run_dir / "final_metrics.json").read_text())
+    CHECKS[name](run_dir, final)
+    if (run_dir / "stages.json").exists():  # the same command again: nothing to do
+        again = run("rlhf.train", run_dir, tiny_cache, f"experiment={name}")
+        stages = json.loads((run_dir / "stages.json").read_text())
+        logged = again.stdout + again.stderr
+        assert all(f"{stage}: done" in logged for stage in stages), logged[-2000:]
+        assert json.loads((run_dir / "final_metrics.json").read_text()) == final

@@ -70,6 +70,14 @@ def slurm_rendezvous() -> None:
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
+def make_optimizer(params: list[torch.nn.Parameter], learning_rate: float, weight_decay: float) -> torch.optim.AdamW:
+    """torch's AdamW, fused (one kernel over all parameters, on CPU as on CUDA) when every parameter is a
+    floating tensor, else the per-parameter loop: the same update up to float rounding (2e-7 after 17 steps),
+    its step 4.7x faster on CPU for a 4.7M-parameter model (bench/adamw_step.py)."""
+    fused = bool(params) and all(p.is_floating_point() for p in params)
+    return torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay, fused=fused)
+
+
 def make_accelerator(gradient_accumulation_steps: int, mixed_precision: str) -> Accelerator:
     """The Accelerator of this process. Processes started by a launcher (WORLD_SIZE > 1) on a machine without
     CUDA join over gloo: accelerate would otherwise run each as a world of its own (DDP unless
@@ -210,7 +218,7 @@ def fit_offline(
     model = policy.model
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
+    optimizer = make_optimizer(params, learning_rate, weight_decay)
     scheduler = get_scheduler(lr_scheduler, optimizer, num_warmup_steps=warmup_steps, num_training_steps=total)
     model, optimizer = accelerator.prepare(model, optimizer)
     extras = {"scheduler": scheduler}

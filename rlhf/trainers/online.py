@@ -57,7 +57,7 @@ from rlhf.rewards.discriminator import Discriminator
 from rlhf.rollout.experience import BranchedPairs, ForwardScoring, GroupSampler, Rules
 from rlhf.tasks.base import DialogueTask
 from rlhf.trainers.checkpoint import Preemption, after_update, finish_run, latest_checkpoint, load_checkpoint
-from rlhf.trainers.offline import Averages, make_accelerator
+from rlhf.trainers.offline import Averages, make_accelerator, make_optimizer
 from rlhf.trainers.online_update import (PromptStream, Stopwatch, call_parameters, merged_rollout_metrics,
                                          rollout_metrics, step_seed, total_units, unit_tensors, update)
 from rlhf.trainers.reference import ModelReference
@@ -176,7 +176,7 @@ def fit_online(
     model = PolicyWithValueHead(policy.model, seed) if kind == "rollout" else policy.model
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
+    optimizer = make_optimizer(params, learning_rate, weight_decay)
     total_updates = max_steps * ppo_epochs * num_minibatches
     scheduler = get_scheduler(lr_scheduler, optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_updates)
     model, optimizer = accelerator.prepare(model, optimizer)

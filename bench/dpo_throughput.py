@@ -21,7 +21,7 @@ The final checkpoint and model export of `fit_offline` are replaced by no-ops (t
 Batches are the same on both sides: trl gets the rows in our epoch order and a sequential sampler, and
 the token and padded-position counts of both are printed so equal work can be checked. Truncation is the
 same: ours `Tokenization(max_length, "left")`, trl `max_length` with `truncation_mode="keep_end"` and no
-separate prompt / completion cut. trl keeps its default optimizer (fused AdamW; ours is torch's AdamW).
+separate prompt / completion cut. Both use fused AdamW (trl by default, ours through make_optimizer).
 Runs use `--threads` torch threads (default 1: on a shared machine, OpenMP threads that lose their core
 make multi-threaded timings several times slower and erratic).
 Checks: our DPO footprint within 1.2x our SFT's (at batch B, and at 2B sequences = a DPO batch's count),

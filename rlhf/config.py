@@ -234,9 +234,9 @@ def setting_problems(config, path: str = "") -> list[str]:
         elif key in CHOICES and isinstance(value, str) and value not in CHOICES[key]:
             found.append(f"{where}={value!r} is not one of {list(CHOICES[key])}")
         elif key == "lr_scheduler" and isinstance(value, str):
-            from transformers import SchedulerType
+            from rlhf.trainers.schedules import SCHEDULES, known_schedules
 
-            known = [t.value for t in SchedulerType]
+            known = SCHEDULES if value in SCHEDULES else known_schedules()
             if value not in known:
                 found.append(f"{where}={value!r} is not a learning-rate schedule; one of {known}")
     return found

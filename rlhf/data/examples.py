@@ -2,7 +2,8 @@
 
 Batch kinds and the rows they take:
 - "sequence": conversations with assistant masks; a preference row gives prompt + chosen (and, with
-  `responses=("chosen", "rejected")`, a second example with the rejected reply);
+  `responses=("chosen", "rejected")`, a second example with the rejected reply), a scored row prompt +
+  response (its `score` the example's reward);
 - "pair" and "reward_pair": preference rows, chosen and rejected continuations of one prompt;
 - "group" and "rollout": group rows, K responses to one prompt (`rollout` also flags which responses end
   with the end-of-turn token, for PPO's missing-EOS penalty).
@@ -25,7 +26,7 @@ from rlhf.data.schema import as_messages
 from rlhf.data.tokenize import TokenizedSequence, Tokenization, tokenize_conversation, tokenize_pair, truncate
 
 SCHEMAS_FOR = {
-    "sequence": ("conversation", "preference"),
+    "sequence": ("conversation", "preference", "scored"),
     "pair": ("preference",),
     "reward_pair": ("preference",),
     "group": ("group",),
@@ -48,7 +49,7 @@ def check_columns(task, algo, rewards: bool = False) -> None:
                 if p.default is inspect.Parameter.empty}
     needed = [column for column, field in FIELDS.items() if field in required]
     if rewards:
-        needed.append("score" if task.schema == "conversation" else "score_chosen")
+        needed.append("score" if task.schema in ("conversation", "scored") else "score_chosen")
     missing = [c for c in needed if c not in rows.column_names]
     if missing:
         raise ValueError(f"{type(algo).__name__} needs the {missing} column{'s' if len(missing) > 1 else ''} in "
@@ -59,7 +60,8 @@ def check_columns(task, algo, rewards: bool = False) -> None:
 def check_supports(schema: str, batch_kind: str, source: str) -> None:
     """Fail early when an algorithm needs rows that the task's schema does not have."""
     if schema not in SCHEMAS_FOR[batch_kind]:
-        needed = " or ".join(SCHEMAS_FOR[batch_kind])
+        kinds = SCHEMAS_FOR[batch_kind]
+        needed = kinds[0] if len(kinds) == 1 else f"{', '.join(kinds[:-1])} or {kinds[-1]}"
         raise ValueError(f"the algorithm trains on {batch_kind} batches, which need {needed} rows, "
                          f"but {source} has {schema} rows")
 
@@ -142,6 +144,8 @@ def build_examples(
             new = [(group, extra)]
         elif schema == "conversation":
             new = [(_conversation(tokenizer, row["messages"], spec, where), {"rewards": row.get("score")})]
+        elif schema == "scored":
+            new = [(_reply(tokenizer, row, "response", spec, where), {"rewards": row.get("score")})]
         else:
             new = [(_reply(tokenizer, row, column, spec, f"{where} ({column})"),
                     {"rewards": row.get(f"score_{column}")}) for column in responses]

@@ -4,7 +4,7 @@ logs how many and why; no row left is an error naming the task and the filters.
 
 `task.filters` maps a filter name to its setting (false or null: off); the filters run in that order, and a
 row dropped by one is not seen by the next. They read a row's dialogue: a conversation's `messages`, a
-prompt row's `prompt`, a preference row's prompt and chosen reply.
+prompt row's `prompt`, a preference row's prompt and chosen reply, a scored row's prompt and response.
 - `alternating: true`: the roles strictly alternate user, assistant, user, ... (after an optional system
   message), and a conversation or a preference dialogue ends with the assistant, a prompt with the user.
 - `nonempty: true`: no empty turn (and, for preference rows, no empty rejected reply).
@@ -14,7 +14,7 @@ prompt row's `prompt`, a preference row's prompt and chosen reply.
 - `turn_tokens: {user: L, assistant: L}`: no user (or assistant) turn longer than L tokens. L is a number,
   or a mapping from the dialogue's number of turns to the limit (REFUEL's MAX_PROMPT_TOKENS /
   MAX_RESPONSE_TOKENS). Lengths are measured with `task.tokenizer` (see `turn_lengths`).
-- `no_colon_ending: true`: (preference rows) neither reply ends with ":" (A-LoL's cleaning of PRO's HH
+- `no_colon_ending: true`: (preference and scored rows) no reply ends with ":" (A-LoL's cleaning of PRO's HH
   data, whose replies ending with a colon were cut off).
 """
 
@@ -49,7 +49,8 @@ def dialogue(row: dict, schema: str) -> list[dict]:
     if schema == "conversation":
         return row["messages"]
     prompt = as_messages(row["prompt"], "user")
-    return prompt + as_messages(row["chosen"], "assistant") if schema == "preference" else prompt
+    reply = {"preference": "chosen", "scored": "response"}.get(schema)
+    return prompt + as_messages(row[reply], "assistant") if reply else prompt
 
 
 def user_turns(messages: list[dict]) -> int:
@@ -203,11 +204,13 @@ def _turn_tokens(limits, schema: str, tokenizer: Mapping | None) -> RowFilter:
 
 def _no_colon_ending(value, schema: str, tokenizer: Mapping | None) -> RowFilter:
     _flag("no_colon_ending", value)
-    if schema != "preference":
-        raise ValueError(f"task.filters.no_colon_ending reads the replies of preference rows, not {schema!r} rows")
+    if schema not in ("preference", "scored"):
+        raise ValueError(f"task.filters.no_colon_ending reads the replies of preference or scored rows, not {schema!r} "
+                         "rows")
+    columns = ("chosen", "rejected") if schema == "preference" else ("response",)
 
     def keep(row: dict) -> bool:
-        replies = [m["content"] for c in ("chosen", "rejected") for m in as_messages(row[c], "assistant")]
+        replies = [m["content"] for c in columns for m in as_messages(row[c], "assistant")]
         return not any(r.rstrip().endswith(":") for r in replies)
 
     return stateless("no_colon_ending", "a reply ending with ':'", keep)
@@ -219,8 +222,8 @@ BUILDERS = {"alternating": _alternating, "nonempty": _nonempty, "dedupe": _dedup
 
 def build_filters(settings: Mapping | None, schema: str, tokenizer: Mapping | None = None) -> list[RowFilter]:
     """The filters `settings` (`task.filters`) asks for, in order, checked (and the tokenizer loaded) now."""
-    if settings and schema not in ("conversation", "prompt", "preference"):
-        raise ValueError(f"task.filters work on conversation, prompt and preference rows, not {schema!r} rows")
+    if settings and schema not in ("conversation", "prompt", "preference", "scored"):
+        raise ValueError(f"task.filters work on conversation, prompt, preference and scored rows, not {schema!r} rows")
     filters = []
     for name, value in (settings or {}).items():
         if name not in BUILDERS:

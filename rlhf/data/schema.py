@@ -1,11 +1,13 @@
 """Dataset schemas and validation: every row is checked before any model is loaded.
 
-Three row kinds (column names are the schema):
+Row kinds (column names are the schema):
 - conversation: `messages`, a list of `{role, content}`; roles are system (first only), then user and
   assistant alternating, starting with user; at least one assistant turn.
 - preference: `prompt` (messages ending with a user turn, or a string = one user turn), `chosen` and
   `rejected` (an assistant reply as a string, or a list of messages starting with the assistant),
   optional numeric `score_chosen` / `score_rejected`, `group_id`, `magnitude`.
+- scored: `prompt` as above, `response` (one assistant reply, a string or messages as above) and an optional
+  numeric `score`: one reply and its reward, the rows of A-LoL's Reddit, WoW, FaithDial and COMET data.
 - prompt: `prompt` as above (extra columns are kept).
 - group: `prompt` as above, `responses` (K >= 2 assistant replies as strings) and `scores` (K numbers), as
   `rlhf-generate` writes them; every row of a dataset has the same K.
@@ -75,9 +77,9 @@ def _prompt_problems(value) -> list[str]:
 
 
 def row_problems(row: dict, kind: str) -> list[str]:
-    """Problems of one row of schema `kind` ("conversation", "preference", "prompt" or "group")."""
+    """Problems of one row of schema `kind` ("conversation", "preference", "scored", "prompt" or "group")."""
     required = {"conversation": ("messages",), "preference": ("prompt", "chosen", "rejected"), "prompt": ("prompt",),
-                "group": ("prompt", "responses", "scores")}
+                "scored": ("prompt", "response"), "group": ("prompt", "responses", "scores")}
     if kind not in required:
         raise ValueError(f"unknown data schema {kind!r}; expected one of {sorted(required)}")
     missing = [c for c in required[kind] if row.get(c) is None]
@@ -91,12 +93,13 @@ def row_problems(row: dict, kind: str) -> list[str]:
     problems = _prompt_problems(row["prompt"])
     if kind == "preference":
         problems += _reply_problems(row["chosen"], "chosen") + _reply_problems(row["rejected"], "rejected")
-        for column in ("score_chosen", "score_rejected", "magnitude"):
-            if row.get(column) is not None and (not isinstance(row[column], (int, float))
-                                                or isinstance(row[column], bool)):
-                problems.append(f"column '{column}' must be a number, got {type(row[column]).__name__}")
-            elif row.get(column) is not None and not math.isfinite(row[column]):
-                problems.append(f"column '{column}' must be a finite number, got {row[column]}")
+    if kind == "scored":
+        problems += _reply_problems(row["response"], "response")
+    for column in {"preference": ("score_chosen", "score_rejected", "magnitude"), "scored": ("score",)}.get(kind, ()):
+        if row.get(column) is not None and (not isinstance(row[column], (int, float)) or isinstance(row[column], bool)):
+            problems.append(f"column '{column}' must be a number, got {type(row[column]).__name__}")
+        elif row.get(column) is not None and not math.isfinite(row[column]):
+            problems.append(f"column '{column}' must be a finite number, got {row[column]}")
     if kind == "group":
         problems += _group_problems(row["responses"], row["scores"])
     return problems

@@ -6,7 +6,8 @@ reply), the rejected one, and their scores when the source has them. The task's 
 - conversation: `messages`, the chosen dialogue;
 - prompt: `prompt`, the chosen dialogue without its final assistant reply;
 - preference: `prompt` as above, `chosen` and `rejected`, the final assistant reply of each dialogue (both
-  must end with one), and `score_chosen` / `score_rejected` when the source scores the replies.
+  must end with one), and `score_chosen` / `score_rejected` when the source scores the replies;
+- scored: `prompt` as above, `response` (the chosen dialogue's final reply) and `score` (its score).
 
 Formats (the columns read; other columns are dropped):
 - `hh_transcript`, Anthropic/hh-rlhf: `chosen`, `rejected`, transcripts "\\n\\nHuman: ...\\n\\nAssistant: ...".
@@ -21,6 +22,15 @@ Formats (the columns read; other columns are dropped):
   or one such list per suffix, of which the first is read), `suffix` ([good, bad, ...]) and `reward` (the
   OpenAssistant reward model's logits, one per suffix). The first two suffixes are chosen and rejected; their
   scores are sigmoid(reward), the scale of A-LoL's HH reward (`reward=oasst_pythia`).
+- `alol_rewarded`, the rewarded jsonl files A-LoL's preprocessing writes for Reddit (`pos_train.jsonl`,
+  `neg_train.jsonl`, `val.jsonl`, `test.jsonl`), WoW, FaithDial and FaithDial+WoW (`train.jsonl`,
+  `val.jsonl`, `test.jsonl`) and COMET: `prompt_or_input_text` (the context's segments, each ending with
+  "<|endoftext|>", DialoGPT's separator), `references` (the reply, ending with "<|endoftext|>") and
+  `reward_components` (the reward's components and their sum, `final_reward`, the row's score). One reply per
+  row, so it gives scored, conversation and prompt rows, not preference ones. The segments become turns that
+  alternate and end with the user; a first segment "Knowledge: ..." (WoW, FaithDial) becomes a system message,
+  and when the remaining history opens with the assistant, that opening turn is added to the system message
+  as "Assistant: ..." (a dialogue must start with the user). The trailing "<|endoftext|>"s are removed.
 """
 
 import math
@@ -45,10 +55,11 @@ class FormatProblem(ValueError):
 
 @dataclass
 class Dialogues:
-    """One raw row, read: `chosen` and `rejected` are whole dialogues (lists of `{role, content}`)."""
+    """One raw row, read: `chosen` and `rejected` are whole dialogues (lists of `{role, content}`);
+    `rejected` is None for a format of one reply per row."""
 
     chosen: list[dict]
-    rejected: list[dict]
+    rejected: list[dict] | None
     score_chosen: float | None = None
     score_rejected: float | None = None
 
@@ -138,6 +149,33 @@ def read_pro_hh(row: dict) -> Dialogues:
     return Dialogues(good, bad, sigmoid(number(reward[0], "reward")), sigmoid(number(reward[1], "reward")))
 
 
+ALOL_SEPARATOR = "<|endoftext|>"
+
+
+def read_alol_rewarded(row: dict) -> Dialogues:
+    context = text(row["prompt_or_input_text"], "prompt_or_input_text")
+    segments = [s.strip() for s in context.split(ALOL_SEPARATOR)]
+    while segments and not segments[-1]:
+        segments.pop()
+    if not segments:
+        raise FormatProblem("prompt_or_input_text", "is empty")
+    system = segments.pop(0) if segments[0].startswith("Knowledge:") else None
+    if not segments:
+        raise FormatProblem("prompt_or_input_text", "has knowledge but no dialogue history")
+    if len(segments) % 2 == 0:  # the history opens with the assistant
+        opening = f"Assistant: {segments.pop(0)}"
+        system = f"{system}\n\n{opening}" if system else opening
+    turns = [{"role": "user" if (len(segments) - 1 - i) % 2 == 0 else "assistant", "content": s}
+             for i, s in enumerate(segments)]
+    reply = text(row["references"], "references").removesuffix(ALOL_SEPARATOR).strip()
+    components = row["reward_components"]
+    if not isinstance(components, dict) or "final_reward" not in components:
+        raise FormatProblem("reward_components", "expected a mapping with the components' sum, 'final_reward'")
+    opening = [{"role": "system", "content": system}] if system else []
+    return Dialogues(opening + turns + [{"role": "assistant", "content": reply}], None,
+                     number(components["final_reward"], "reward_components"))
+
+
 def sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
@@ -149,8 +187,10 @@ FORMATS: dict[str, tuple[Callable[[dict], Dialogues], tuple[str, ...]]] = {
     "ultrafeedback": (read_ultrafeedback, ("chosen", "rejected", "score_chosen", "score_rejected")),
     "ultrainteract_pair": (read_ultrainteract_pair, ("trajectory", "chosen", "rejected")),
     "pro_hh": (read_pro_hh, ("prefix", "suffix", "reward")),
+    "alol_rewarded": (read_alol_rewarded, ("prompt_or_input_text", "references", "reward_components")),
 }
-SCHEMAS = ("conversation", "prompt", "preference")
+SCHEMAS = ("conversation", "prompt", "preference", "scored")
+ONE_REPLY = ("alol_rewarded",)  # formats without a rejected reply
 
 
 def check_format(format: str | None, schema: str) -> None:
@@ -161,6 +201,9 @@ def check_format(format: str | None, schema: str) -> None:
         raise ValueError(f"task.format={format!r} is not one of {sorted(FORMATS)} (or null: rows in our schema)")
     if schema not in SCHEMAS:
         raise ValueError(f"task.format={format!r} gives {', '.join(SCHEMAS)} rows, not task.schema={schema!r}")
+    if format in ONE_REPLY and schema == "preference":
+        raise ValueError(f"task.format={format!r} has one reply per row, no rejected one: it gives scored, "
+                         "conversation and prompt rows, not task.schema='preference'")
 
 
 def without_final_reply(dialogue: list[dict]) -> list[dict]:
@@ -179,6 +222,9 @@ def to_schema(read: Dialogues, schema: str) -> dict:
         return {"messages": read.chosen}
     if schema == "prompt":
         return {"prompt": without_final_reply(read.chosen)}
+    if schema == "scored":
+        row = {"prompt": read.chosen[:-1], "response": final_reply(read.chosen, "chosen")}
+        return row | ({"score": read.score_chosen} if read.score_chosen is not None else {})
     row = {"prompt": read.chosen[:-1], "chosen": final_reply(read.chosen, "chosen"),
            "rejected": final_reply(read.rejected, "rejected")}
     if read.score_chosen is not None:

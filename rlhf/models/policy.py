@@ -3,8 +3,9 @@
 from dataclasses import dataclass
 from pathlib import Path
 
+import sys
+
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -20,7 +21,9 @@ class Policy:
 
     @property
     def has_adapter(self) -> bool:
-        return isinstance(self.model, PeftModel)
+        # peft is imported only when LoRA is configured (it takes about 2 s); without it no model is a peft one
+        peft = sys.modules.get("peft")
+        return peft is not None and isinstance(self.model, peft.PeftModel)
 
     def save(self, directory: str | Path) -> None:
         """Save in HF format (safetensors). With LoRA, the adapter goes to `adapter/` and merged weights
@@ -66,12 +69,15 @@ def load_policy(
     lora: dict | None = None,
     gradient_checkpointing: bool = False,
     seed: int = 0,
+    chat_template: str | None = None,
 ) -> Policy:
     """Load `path` (a hub id or a local directory) with `AutoModelForCausalLM` and `AutoTokenizer`.
 
     lora: keyword arguments of `peft.LoraConfig` (e.g. r, lora_alpha, lora_dropout, target_modules);
         None trains all weights.
     seed: seeds the random initialisation of the adapter, whatever else used the global RNG before.
+    chat_template: a Jinja chat template for a model whose tokenizer has none (e.g. DialoGPT, `policy=dialogpt`)
+        or whose template is to be replaced; it is saved with the tokenizer.
     """
     if dtype not in DTYPES:
         raise ValueError(f"policy.dtype={dtype!r} is not one of {sorted(DTYPES)}")
@@ -79,10 +85,12 @@ def load_policy(
     tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
     if tokenizer.chat_template is None:
         raise ValueError(
             f"the tokenizer of policy.path={path!r} has no chat template; conversations are formatted with "
-            "the chat template, so pick a chat/instruct model or save one with a template"
+            "the chat template, so pick a chat/instruct model, save one with a template or give policy.chat_template"
         )
     model = AutoModelForCausalLM.from_pretrained(
         path, revision=revision, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code
@@ -93,5 +101,7 @@ def load_policy(
     if lora is not None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
+            from peft import LoraConfig, get_peft_model
+
             model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **lora))
     return Policy(model=model, tokenizer=tokenizer, path=path)

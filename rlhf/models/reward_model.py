@@ -14,7 +14,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
@@ -96,6 +95,8 @@ def load_reward_model(
             model.config.pad_token_id = tokenizer.pad_token_id
             model.base_model.requires_grad_(not freeze_backbone)
             if lora is not None:
+                from peft import LoraConfig, get_peft_model
+
                 model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", **lora))
         else:
             model = GroupRewardModel(AutoModel.from_pretrained(path, **kwargs), num_groups, shared_dim, freeze_backbone)

@@ -15,6 +15,9 @@ score. The formats follow the published usage of the models configured in `conf/
 - `dialogrpt`: the turns joined by the eos token, "{context}{eos}{context}{eos}{response}" (DialogRPT; A-LoL
   scores `f"{history}{response}"` where each history turn ends with eos);
 - `text_pair`: a (field, response) text pair, e.g. FaithCritic's (knowledge, response) from `fields`;
+- `knowledge_pair`: (knowledge, response) with the knowledge from the conversation's system message
+  "Knowledge: ..." (A-LoL's WoW / FaithDial rows as `task.format: alol_rewarded` reads them), without the
+  "Knowledge:" label and anything after its first blank line;
 - `response_only`: the response alone (CoLA fluency, IMDb sentiment).
 """
 
@@ -25,7 +28,7 @@ from rlhf.models.policy import DTYPES
 from rlhf.rewards.base import Score
 
 FORMATS = ("chat_template", "question_answer", "human_assistant", "oasst", "dialogrpt", "text_pair",
-           "response_only")
+           "knowledge_pair", "response_only")
 TRANSFORMS = ("raw", "sigmoid", "softmax", "tanh")
 TRUNCATION_SIDES = ("left", "right")
 ModelInput = str | tuple[str, str]
@@ -92,6 +95,16 @@ def format_text_pair(conversation: list[dict], fields: dict, field: str) -> tupl
         raise ValueError(f"reward format 'text_pair': field {field!r} must be a string, got "
                          f"{type(fields[field]).__name__}")
     return fields[field], format_response_only(conversation)
+
+
+def format_knowledge_pair(conversation: list[dict]) -> tuple[str, str]:
+    """(knowledge, response), the knowledge from a system message "Knowledge: ..." (see the module docstring)."""
+    system = conversation[0]["content"] if conversation and conversation[0]["role"] == "system" else ""
+    if not system.startswith("Knowledge:"):
+        raise ValueError("reward format 'knowledge_pair' needs a conversation that opens with a system message "
+                         f"'Knowledge: ...'; this one opens with {conversation[0]['role'] if conversation else 'nothing'}"
+                         f"{': ' + repr(system[:40]) if system else ''}")
+    return system.removeprefix("Knowledge:").split("\n\n")[0].strip(), format_response_only(conversation)
 
 
 def format_chat_template(conversation: list[dict], tokenizer: PreTrainedTokenizerBase) -> str:
@@ -264,6 +277,7 @@ class SequenceClassifierReward:
             "oasst": lambda c: format_oasst(c, eos),
             "dialogrpt": lambda c: format_dialogrpt(c, eos),
             "response_only": format_response_only,
+            "knowledge_pair": format_knowledge_pair,
         }[self.format]
         return [write(c) for c in conversations]
 

@@ -12,7 +12,8 @@ from rlhf.tasks.group_labelling import GroupLabelling, load_labelled
 class DatasetTask:
     """Training and evaluation rows from a hub dataset name or a local path, checked against `schema`.
 
-    schema: "preference" (prompt, chosen, rejected), "conversation" (messages) or "prompt" (prompt only);
+    schema: "preference" (prompt, chosen, rejected), "conversation" (messages), "scored" (prompt, response,
+        score) or "prompt" (prompt only);
         see `rlhf.data.schema`. Rows are loaded and validated when the task is built, before any model.
     num_eval_prompts: how many held-out prompts reward evaluation generates for (the first ones).
     max_turns: policy turns per generated dialogue (`rlhf-generate`); with `user=dataset`, a dialogue also

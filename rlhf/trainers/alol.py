@@ -6,7 +6,8 @@ on the examples with positive advantage, drawn by priority.
    configured reward scores them.
 2. A value head (`rlhf.algos.value_head`) over the reference's last-layer hidden states of a prompt is fit
    to those scores by MSE; V(x) of every train and eval prompt follows, and A = R - V(x) with R the row's
-   score (`score_chosen`, and `score_rejected` for the rejected replies under `all_priority`).
+   score (`score_chosen`, and `score_rejected` for the rejected replies under `all_priority`; `score` of
+   conversation and scored rows).
 3. Advantages are cached in the run directory, so a resumed run reuses them (never recomputed from trained
    weights); examples are drawn with `sampling_strategy` weights and `max_steps` is scaled by the fraction
    of positive advantages.
@@ -99,15 +100,22 @@ def fit_alol(
     value_learning_rate: float = 1e-3,
     max_value: float = 1.0,
     num_value_prompts: int = 256,
-    max_steps: int = 100,
+    max_steps: int | None = 100,
     **offline,
 ) -> dict[str, float]:
-    """Steps 1-3 of the module docstring, then `fit_offline` (all other arguments are passed on)."""
+    """Steps 1-3 of the module docstring, then `fit_offline` (all other arguments are passed on).
+
+    max_steps: None trains `epochs` passes over the train examples (A-LoL's generic script), which the
+    positive fraction then scales like a step count.
+    """
     responses = ("chosen", "rejected") if sampling_strategy == "all_priority" else ("chosen",)
+    if sampling_strategy == "all_priority" and task.schema != "preference":
+        raise ValueError(f"trainer.sampling_strategy=all_priority also draws the rejected replies of preference rows; "
+                         f"task {task.name!r} has {task.schema} rows (use good_priority)")
     examples = tokenised(task, algo, policy, tokenization, responses)
     if "rewards" not in examples["train"].fields:
         raise ValueError(f"A-LoL weights examples by their reward: task {task.name!r} needs score_chosen"
-                         f"{'/score_rejected' if len(responses) == 2 else ''} columns (or `score` for conversations)")
+                         f"{'/score_rejected' if len(responses) == 2 else ''} columns (or `score` for conversation and scored rows)")
     values = examples["train"].fields["rewards"]
     if algo.uses_advantages:
         if task.eval is None:
@@ -131,6 +139,17 @@ def fit_alol(
         examples = {split: ex.with_fields(advantages=advantages[split]) for split, ex in examples.items()}
         values = advantages["train"]
         kept = positive_fraction(values)
+        if kept == 0:
+            raise ValueError(
+                f"no train example of task {task.name!r} has a positive advantage A = R - V(x) (mean A "
+                f"{float(values.mean()):.4f}, mean R {float(examples['train'].fields['rewards'].mean()):.4f}): "
+                f"{algo.variant} would train on nothing. The value head predicts more than every row's reward; "
+                f"see its fit in the log (trainer.value_epochs, trainer.value_learning_rate, trainer.max_value) or "
+                f"delete {cache} to fit it again")
+        if max_steps is None:
+            per_step = (offline.get("batch_size", 8) * int(os.environ.get("WORLD_SIZE", 1))
+                        * offline.get("gradient_accumulation_steps", 1))
+            max_steps = max(1, offline.get("epochs", 1) * (len(examples["train"]) // per_step))
         max_steps = scaled_steps(max_steps, values)
         log.info("%.1f%% of train examples have positive advantage; training %d steps", 100 * kept, max_steps)
         (Path(run_dir) / "advantages.json").write_text(json.dumps(

@@ -33,7 +33,6 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs, gather_object, set_seed
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
 from rlhf.data.examples import Examples, build_examples
 from rlhf.data.tokenize import Tokenization
@@ -46,6 +45,7 @@ from rlhf.tasks.dataset import DatasetTask
 from rlhf.trainers.checkpoint import (Preemption, after_update, check_finite, finish_run, latest_checkpoint,
                                      load_checkpoint)
 from rlhf.trainers.reference import make_reference
+from rlhf.trainers.schedules import make_scheduler
 from rlhf.trainers.steps import compute_loss, logprob_temperature
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,7 @@ def fit_offline(
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, learning_rate, weight_decay)
-    scheduler = get_scheduler(lr_scheduler, optimizer, num_warmup_steps=warmup_steps, num_training_steps=total)
+    scheduler = make_scheduler(lr_scheduler, optimizer, warmup_steps, total)
     model, optimizer = accelerator.prepare(model, optimizer)
     extras = {"scheduler": scheduler}
 

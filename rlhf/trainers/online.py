@@ -44,7 +44,6 @@ from pathlib import Path
 import torch
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
 from rlhf.data.tokenize import Tokenization
 from rlhf.eval.dialogue_eval import DialogueEvaluator
@@ -61,6 +60,7 @@ from rlhf.trainers.offline import Averages, make_accelerator, make_optimizer
 from rlhf.trainers.online_update import (PromptStream, Stopwatch, call_parameters, merged_rollout_metrics,
                                          rollout_metrics, step_seed, total_units, unit_tensors, update)
 from rlhf.trainers.reference import ModelReference
+from rlhf.trainers.schedules import make_scheduler
 from rlhf.trainers.steps import logprob_temperature
 from rlhf.users.base import UserSimulator
 
@@ -178,7 +178,7 @@ def fit_online(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, learning_rate, weight_decay)
     total_updates = max_steps * ppo_epochs * num_minibatches
-    scheduler = get_scheduler(lr_scheduler, optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_updates)
+    scheduler = make_scheduler(lr_scheduler, optimizer, warmup_steps, total_updates)
     model, optimizer = accelerator.prepare(model, optimizer)
     extras = {"scheduler": scheduler}
     if discriminator is not None:  # its weights, optimizer, gold pairs, window and budget go with the checkpoints

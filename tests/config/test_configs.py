@@ -42,6 +42,7 @@ from rlhf.rewards.math_steps import MathEditDistance
 from rlhf.rewards.modifiers import Exponent, Noise
 from rlhf.rewards.nouns import Nouns
 from rlhf.rewards.text_stats import ReadingGrade, TokenDensity
+from rlhf.rewards.tfidf import TfIdf
 from rlhf.rewards.twenty_questions import Guessed, InformationGain
 from rlhf.tasks.twenty_questions_task import TwentyQuestionsTask
 from rlhf.users.api import APIUser
@@ -58,7 +59,8 @@ SAMPLES = CONF.parent / "data" / "samples"
 SAMPLE_TASKS = {"hh": "hh_rlhf_trl_style/train.jsonl", "hh_prompts": "hh_rlhf/train.jsonl",
                 "ultrainteract": "ultrainteract_pair/train.jsonl",
                 "ultrainteract_dialogues": "ultrainteract_pair/train.jsonl",
-                "ultrafeedback_prompts": "ultrafeedback_binarized/train_prefs.jsonl", "alol_hh": "pro_hh/train.json"}
+                "ultrafeedback_prompts": "ultrafeedback_binarized/train_prefs.jsonl", "alol_hh": "pro_hh/train.json",
+                "alol_reddit": "alol_reddit/pos_train.jsonl", "alol_wow": "alol_wow/train.jsonl"}
 COMPONENT_GROUPS = ("task", "policy", "user", "reward", "algo", "backend", "logger", "trainer")
 PARTIAL_GROUPS = ("backend", "trainer")  # `_partial_`: completed with runtime objects by the entrypoint
 GROUPS = (*COMPONENT_GROUPS, "mode", "eval", "launcher", "experiment")
@@ -66,7 +68,7 @@ GROUPS = (*COMPONENT_GROUPS, "mode", "eval", "launcher", "experiment")
 # for a component group, EXPECTED_TYPE below (or, for the reward models, composites and pluralistic golds,
 # tests/config/test_reward_configs.py, which builds them on tiny local classifiers), so that every option
 # is known to be covered by these tests.
-NUM_OPTIONS = 129
+NUM_OPTIONS = 140
 # Reward options that wrap another reward option (its `_target_` nested under `reward.reward`).
 WRAPPERS = {"reward/noise", "reward/exponent"}
 # Options that build other components with them: a task that labels groups (its labelling and gold), the
@@ -90,13 +92,14 @@ EXPECTED_TYPE = {
     "task/synthetic_mixed": DatasetTask,
     "task/synthetic_pluralistic": DatasetTask,
     "policy/hf": Policy,
+    "policy/dialogpt": Policy,
     "policy/tiny": Policy,
     "policy/hf_rm": Policy,
     "policy/tiny_rm": Policy,
     "task/twenty_questions": TwentyQuestionsTask,
     "task/synthetic_pluralistic_pairs": DatasetTask,
     **{f"task/{name}": DatasetTask for name in ("hh", "hh_prompts", "ultrainteract", "ultrainteract_dialogues",
-                                                "ultrafeedback_prompts", "alol_hh")},
+                                                "ultrafeedback_prompts", "alol_hh", "alol_reddit", "alol_wow")},
     "user/none": NoUser,
     "user/dataset": DatasetUser,
     "user/twenty_questions_kb": TwentyQuestionsOracle,
@@ -105,6 +108,7 @@ EXPECTED_TYPE = {
     "user/api": APIUser,
     "user/api_20q": APIUser,
     "reward/bag_of_words": BagOfWords,
+    "reward/tfidf": TfIdf,
     "reward/length": Length,
     "reward/nouns": Nouns,
     "reward/unique_nouns": Nouns,
@@ -226,6 +230,8 @@ def required_overrides(group: str, option: str, data_files, tiny_path, tiny_cach
         ("task", "prompts"): [f"task.eval_path={data_files['prompts']}"],
         ("policy", "hf"): [f"policy.path={tiny_path}"],
         ("policy", "hf_rm"): [f"policy.path={tiny_path}"],
+        ("policy", "dialogpt"): [f"policy.path={tiny_path}"],
+        ("reward", "tfidf"): [f"reward.responses={SAMPLES / 'alol_reddit' / 'pos_train.jsonl'}", "reward.column=references"],
         ("policy", "tiny"): [f"policy.cache_dir={tiny_cache}"],  # the session's tiny model: no rebuild
         ("policy", "tiny_rm"): [f"policy.cache_dir={tiny_cache}"],
         ("user", "llm"): [f"policy.cache_dir={tiny_cache}"],  # the policy's model plays the user
@@ -298,6 +304,10 @@ def test_component_option_composes_resolves_and_instantiates(
     if group == "policy":
         assert built.tokenizer.chat_template is not None
         assert built.model.config.vocab_size == len(built.tokenizer)
+    if group_option == "policy/dialogpt":  # DialoGPT's turns: each followed by the eos token, nothing else
+        eos = built.tokenizer.eos_token
+        messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+        assert built.tokenizer.apply_chat_template(messages, tokenize=False) == f"hi{eos}hello{eos}"
     if isinstance(built, WandbLogger):
         assert built.run is None and built.mode in ("online", "offline")  # built, never started
 

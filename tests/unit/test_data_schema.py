@@ -251,7 +251,7 @@ def test_task_prompts_of_conversations_stop_at_the_first_reply(tmp_path):
 def test_check_supports():
     with pytest.raises(ValueError, match=r"pair batches, which need preference rows, but task=x has conversation rows"):
         check_supports("conversation", "pair", "task=x")
-    with pytest.raises(ValueError, match=r"need conversation or preference rows, but src has prompt rows"):
+    with pytest.raises(ValueError, match=r"need conversation, preference or scored rows, but src has prompt rows"):
         check_supports("prompt", "sequence", "src")
     for schema, kind in (("preference", "pair"), ("preference", "sequence"), ("conversation", "sequence")):
         check_supports(schema, kind, "src")  # does not raise

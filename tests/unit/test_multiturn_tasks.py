@@ -197,7 +197,7 @@ def test_no_row_left_is_an_error_naming_the_task_and_filters(tiny_cache):
     ("task.filters.dedupe=prompt", r"task\.filters\.dedupe must be one of trajectory, user_turns, got 'prompt'"),
     ("task.filters.max_turns=0", r"task\.filters\.max_turns must be a positive number of turns, got 0"),
     ("task.filters.alternating=yes", r"task\.filters\.alternating must be true or false, got 'yes'"),
-    ("+task.filters.no_colon_ending=true", (r"no_colon_ending reads the replies of preference rows, not "
+    ("+task.filters.no_colon_ending=true", (r"no_colon_ending reads the replies of preference or scored rows, not "
                                            r"'conversation' rows")),
     ("task.tokenizer=null", r"task\.filters\.turn_tokens measures turns with task\.tokenizer, which is not set"),
     ("~task.filters.max_turns", (r"task\.filters\.turn_tokens\.user has no limit for dialogues of 6 turns \(it has "

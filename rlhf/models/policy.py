@@ -1,9 +1,8 @@
 """Loading a causal LM policy (hub id or local path) with its tokenizer, optional LoRA, and saving it."""
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-import sys
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase

@@ -60,7 +60,8 @@ SAMPLE_TASKS = {"hh": "hh_rlhf_trl_style/train.jsonl", "hh_prompts": "hh_rlhf/tr
                 "ultrainteract": "ultrainteract_pair/train.jsonl",
                 "ultrainteract_dialogues": "ultrainteract_pair/train.jsonl",
                 "ultrafeedback_prompts": "ultrafeedback_binarized/train_prefs.jsonl", "alol_hh": "pro_hh/train.json",
-                "alol_reddit": "alol_reddit/pos_train.jsonl", "alol_wow": "alol_wow/train.jsonl"}
+                "alol_reddit": "alol_reddit/pos_train.jsonl", "alol_wow": "alol_wow/train.jsonl",
+                "alol_hh_prompts": "pro_hh/train.json"}
 COMPONENT_GROUPS = ("task", "policy", "user", "reward", "algo", "backend", "logger", "trainer")
 PARTIAL_GROUPS = ("backend", "trainer")  # `_partial_`: completed with runtime objects by the entrypoint
 GROUPS = (*COMPONENT_GROUPS, "mode", "eval", "launcher", "experiment")
@@ -68,7 +69,7 @@ GROUPS = (*COMPONENT_GROUPS, "mode", "eval", "launcher", "experiment")
 # for a component group, EXPECTED_TYPE below (or, for the reward models, composites and pluralistic golds,
 # tests/config/test_reward_configs.py, which builds them on tiny local classifiers), so that every option
 # is known to be covered by these tests.
-NUM_OPTIONS = 140
+NUM_OPTIONS = 143
 # Reward options that wrap another reward option (its `_target_` nested under `reward.reward`).
 WRAPPERS = {"reward/noise", "reward/exponent"}
 # Options that build other components with them: a task that labels groups (its labelling and gold), the
@@ -99,7 +100,8 @@ EXPECTED_TYPE = {
     "task/twenty_questions": TwentyQuestionsTask,
     "task/synthetic_pluralistic_pairs": DatasetTask,
     **{f"task/{name}": DatasetTask for name in ("hh", "hh_prompts", "ultrainteract", "ultrainteract_dialogues",
-                                                "ultrafeedback_prompts", "alol_hh", "alol_reddit", "alol_wow")},
+                                                "ultrafeedback_prompts", "alol_hh", "alol_reddit", "alol_wow",
+                                                "alol_hh_prompts")},
     "user/none": NoUser,
     "user/dataset": DatasetUser,
     "user/twenty_questions_kb": TwentyQuestionsOracle,

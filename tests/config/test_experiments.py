@@ -14,7 +14,7 @@ from rlhf.pipeline import check_stages
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").rglob("*.yaml"))
 TWINS = [name for name in EXPERIMENTS if name.endswith("_debug")]
 # Adding or removing a twin must update this number (and tests/smoke/test_experiments.py's checks).
-NUM_TWINS = 10
+NUM_TWINS = 11
 # The general-purpose experiments, which are not a published setup (so they have no twin).
 GENERAL = {"debug", "sft_dialogues", "maxmin_rm", "sharedrep_rm", "sharedrep_proportion"}
 
@@ -44,10 +44,13 @@ def test_every_stage_composes(name):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         commands = check_stages(stages, Path("/nowhere"))
     assert list(commands) == [n for n, stage in stages.items() if stage is not None] and all(commands.values())
-    # a stage reads an earlier stage's output, by path inside this run directory
+    # a stage reads an earlier stage's output, by path inside this run directory, or is a side-by-side
+    # baseline: it starts from the first stage's policy (alol_hha_baselines)
+    first_policy = [o for o in next(iter(commands.values())) if o.startswith("policy.path=")]
     for later, overrides in list(commands.items())[1:]:
         earlier = list(commands)[:list(commands).index(later)]
-        assert any(f"/nowhere/{e}/" in o for o in overrides for e in earlier), later
+        reads = any(f"/nowhere/{e}/" in o for o in overrides for e in earlier)
+        assert reads or (first_policy and first_policy[0] in overrides), later
 
 
 def test_sharedrep_gives_each_reward_model_its_own_architecture():

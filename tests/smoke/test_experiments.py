@@ -78,6 +78,16 @@ def check_alol_pipeline(run_dir, final):
     assert final["train/eval/reward_mean"] > final["train/before/eval/reward_mean"]
 
 
+def check_alol_baselines(run_dir, final):
+    # DPO and PRO start from the same policy on the same held-out prompts; DPO and PPO raise the gold
+    assert final["dpo/before/eval/reward_mean"] == final["pro/before/eval/reward_mean"]
+    assert final["dpo/eval/reward_mean"] > final["dpo/before/eval/reward_mean"]
+    assert final["ppo/eval/reward_mean"] > final["ppo/before/eval/reward_mean"]
+    assert math.isfinite(final["pro/eval/reward_mean"]) and final["pro/eval/n"] == 64
+    config = yaml.safe_load((run_dir / "pro" / "config.yaml").read_text())
+    assert config["algo"]["sft_weight"] == 0.05 and "beta" not in config["algo"]
+
+
 def check_online(run_dir, final):
     assert math.isfinite(final["eval/reward_mean"])
 
@@ -86,7 +96,7 @@ CHECKS = {"sharedrep_debug": check_sharedrep, "d2po_debug": check_d2po,
           "refuel_ultrainteract_debug": check_iterative, "refuel_hh_debug": check_online_refuel,
           "refuel_ultrainteract_online_debug": check_online_refuel, "twenty_questions_debug": check_twenty_questions,
           "alol_hha_debug": check_alol, "online_debug": check_online, "alol_reddit_debug": check_alol_pipeline,
-          "alol_wow_debug": check_alol_pipeline}
+          "alol_wow_debug": check_alol_pipeline, "alol_hha_baselines_debug": check_alol_baselines}
 RERUN = "alol_reddit_debug"  # the cheapest experiment of stages; the others' skipping is the same code
 
 

@@ -171,8 +171,8 @@ def read_alol_rewarded(row: dict) -> Dialogues:
     components = row["reward_components"]
     if not isinstance(components, dict) or "final_reward" not in components:
         raise FormatProblem("reward_components", "expected a mapping with the components' sum, 'final_reward'")
-    opening = [{"role": "system", "content": system}] if system else []
-    return Dialogues(opening + turns + [{"role": "assistant", "content": reply}], None,
+    head = [{"role": "system", "content": system}] if system else []
+    return Dialogues(head + turns + [{"role": "assistant", "content": reply}], None,
                      number(components["final_reward"], "reward_components"))
 
 

@@ -11,11 +11,11 @@ sum. The published files also hold A-LoL's classifier components, and Reddit's t
 splits together.
 """
 
-import json
 import random
 import sys
 from pathlib import Path
 
+from rlhf.atomic import write_jsonl
 from rlhf.data.sources import ALOL_SEPARATOR as EOS
 from rlhf.rewards.tfidf import TfIdf
 
@@ -78,13 +78,10 @@ def rewarded(rows: list[dict], tfidf: TfIdf) -> list[dict]:
     return rows
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
 def write_samples(out: Path, seed: int = 0) -> None:
     rng = random.Random(seed)
+    for folder in ("alol_reddit", "alol_wow"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
     pos, neg = reddit_rows(rng, 32, 0.8, 0), reddit_rows(rng, 32, 0.2, 100)
     val = reddit_rows(rng, 12, 0.8, 200) + reddit_rows(rng, 12, 0.2, 300)
     fits = {"pos_train": TfIdf([r["references"] for r in pos]), "neg_train": TfIdf([r["references"] for r in neg])}

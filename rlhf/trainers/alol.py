@@ -17,6 +17,7 @@ Hidden states of all prompts are held in memory, fine for the bundled tasks; lar
 them recomputed per batch.
 """
 
+import inspect
 import json
 import logging
 import os
@@ -35,7 +36,7 @@ from rlhf.eval.reward_eval import BackendFactory, RewardEvaluator
 from rlhf.models.policy import Policy
 from rlhf.rewards.base import Reward
 from rlhf.tasks.dataset import DatasetTask
-from rlhf.trainers.offline import fit_offline, tokenised
+from rlhf.trainers.offline import fit_offline, optimizer_steps_per_epoch, tokenised
 
 log = logging.getLogger(__name__)
 
@@ -146,10 +147,13 @@ def fit_alol(
                 f"{algo.variant} would train on nothing. The value head predicts more than every row's reward; "
                 f"see its fit in the log (trainer.value_epochs, trainer.value_learning_rate, trainer.max_value) or "
                 f"delete {cache} to fit it again")
-        if max_steps is None:
-            per_step = (offline.get("batch_size", 8) * int(os.environ.get("WORLD_SIZE", 1))
-                        * offline.get("gradient_accumulation_steps", 1))
-            max_steps = max(1, offline.get("epochs", 1) * (len(examples["train"]) // per_step))
+        if max_steps is None:  # fit_offline's defaults where the trainer config gives none
+            defaults = {k: p.default for k, p in inspect.signature(fit_offline).parameters.items()}
+            setting = {k: offline.get(k, defaults[k]) for k in ("epochs", "batch_size", "gradient_accumulation_steps")}
+            per_epoch = optimizer_steps_per_epoch(len(examples["train"]), setting["batch_size"],
+                                                  int(os.environ.get("WORLD_SIZE", 1)),
+                                                  setting["gradient_accumulation_steps"])
+            max_steps = max(1, setting["epochs"] * per_epoch)
         max_steps = scaled_steps(max_steps, values)
         log.info("%.1f%% of train examples have positive advantage; training %d steps", 100 * kept, max_steps)
         (Path(run_dir) / "advantages.json").write_text(json.dumps(

@@ -141,6 +141,11 @@ class Averages:
         return merged
 
 
+def optimizer_steps_per_epoch(num_examples: int, batch_size: int, num_processes: int, accumulation: int) -> int:
+    """Optimizer steps in one pass over `num_examples` (the last incomplete step left out)."""
+    return num_examples // (batch_size * num_processes) // accumulation
+
+
 def fit_offline(
     *,
     policy: Policy,
@@ -208,7 +213,8 @@ def fit_offline(
 
     train = examples["train"]
     per_micro = batch_size * accelerator.num_processes
-    steps_per_epoch = len(train) // per_micro // gradient_accumulation_steps
+    steps_per_epoch = optimizer_steps_per_epoch(len(train), batch_size, accelerator.num_processes,
+                                                gradient_accumulation_steps)
     if steps_per_epoch == 0:
         raise ValueError(f"{len(train)} training examples are fewer than one optimizer step needs "
                          f"({per_micro * gradient_accumulation_steps}); lower trainer.batch_size")

@@ -2,8 +2,9 @@
 
 `linear`, `cosine`, `constant` and `constant_with_warmup` are computed here, step for step as
 `transformers.get_scheduler` computes them (a unit test compares every step and the saved state), as the
-same `LambdaLR`s, so a checkpoint of either resumes with the other. Any other name transformers knows (`cosine_with_restarts`, `polynomial`, ...) is built by
-transformers itself; importing it costs about 2 s (it imports peft), which is why the common ones are here.
+same `LambdaLR`s, so a checkpoint of either resumes with the other. Any other name transformers knows
+(`cosine_with_restarts`, `polynomial`, ...) is built by transformers itself; importing it costs about 2 s (it
+imports peft), which is why the common ones are here.
 """
 
 import math
@@ -36,7 +37,14 @@ def _constant_with_warmup(step: int, *, num_warmup_steps: int) -> float:
     return 1.0
 
 
-SCHEDULES = ("linear", "cosine", "constant", "constant_with_warmup")
+# name -> (warmup steps, total steps) -> the LambdaLR's function of the step
+LAMBDAS = {
+    "linear": lambda warmup, total: partial(_linear, num_warmup_steps=warmup, num_training_steps=total),
+    "cosine": lambda warmup, total: partial(_cosine, num_warmup_steps=warmup, num_training_steps=total),
+    "constant": lambda warmup, total: _constant,
+    "constant_with_warmup": lambda warmup, total: partial(_constant_with_warmup, num_warmup_steps=warmup),
+}
+SCHEDULES = tuple(LAMBDAS)
 
 
 def known_schedules() -> list[str]:
@@ -48,14 +56,8 @@ def known_schedules() -> list[str]:
 
 def make_scheduler(name: str, optimizer: Optimizer, warmup_steps: int, total_steps: int):
     """The schedule `name` over `total_steps` optimizer steps, the first `warmup_steps` of them warming up."""
-    if name == "linear":
-        return LambdaLR(optimizer, partial(_linear, num_warmup_steps=warmup_steps, num_training_steps=total_steps))
-    if name == "cosine":
-        return LambdaLR(optimizer, partial(_cosine, num_warmup_steps=warmup_steps, num_training_steps=total_steps))
-    if name == "constant":
-        return LambdaLR(optimizer, _constant)
-    if name == "constant_with_warmup":
-        return LambdaLR(optimizer, partial(_constant_with_warmup, num_warmup_steps=warmup_steps))
+    if name in LAMBDAS:
+        return LambdaLR(optimizer, LAMBDAS[name](warmup_steps, total_steps))
     from transformers import get_scheduler
 
     return get_scheduler(name, optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps)

@@ -69,6 +69,7 @@ def load_policy(
     gradient_checkpointing: bool = False,
     seed: int = 0,
     chat_template: str | None = None,
+    tokenizer_path: str | None = None,
 ) -> Policy:
     """Load `path` (a hub id or a local directory) with `AutoModelForCausalLM` and `AutoTokenizer`.
 
@@ -77,11 +78,14 @@ def load_policy(
     seed: seeds the random initialisation of the adapter, whatever else used the global RNG before.
     chat_template: a Jinja chat template for a model whose tokenizer has none (e.g. DialoGPT, `policy=dialogpt`)
         or whose template is to be replaced; it is saved with the tokenizer.
+    tokenizer_path: where the tokenizer is when it is not saved with the model (e.g. COMET-distill's
+        `comet-distill-tokenizer/`); None: `path`. A saved run holds both, so a trained policy needs none.
     """
     if dtype not in DTYPES:
         raise ValueError(f"policy.dtype={dtype!r} is not one of {sorted(DTYPES)}")
     path = resolve_model_dir(path)
-    tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path or path, revision=revision,
+                                              trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if chat_template is not None:

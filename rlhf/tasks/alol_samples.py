@@ -1,9 +1,10 @@
-"""Small samples of A-LoL's rewarded Reddit and Wizard-of-Wikipedia data (`task.format: alol_rewarded`), in the
-raw schema A-LoL's preprocessing writes, for the CPU twins of the A-LoL experiments:
+"""Small samples of A-LoL's rewarded Reddit, Wizard-of-Wikipedia and COMET data (`task.format: alol_rewarded`), in
+the raw schema A-LoL's preprocessing writes, for the CPU twins of the A-LoL experiments:
 
     python -m rlhf.tasks.alol_samples data/samples
 
-writes alol_reddit/{pos_train,neg_train,val}.jsonl and alol_wow/{train,val}.jsonl there; the bundled files are
+writes alol_reddit/{pos_train,neg_train,val}.jsonl, alol_wow/{train,val}.jsonl and alol_comet/{train,val}.jsonl
+there (COMET's prompts as `rlhf.rewards.comet_critic.comet_prompt` writes them); the bundled files are
 that command's output. The texts are built from the short phrase lists below (none comes from the datasets).
 Each row's `reward_components` holds one component, `tfidf` (`rlhf.rewards.tfidf`, fitted on the `references`
 of its train file, as the twins' reward is; Reddit's val rows with the pos_train fit), and `final_reward`, their
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from rlhf.atomic import write_jsonl
 from rlhf.data.sources import ALOL_SEPARATOR as EOS
+from rlhf.rewards.comet_critic import comet_prompt
 from rlhf.rewards.tfidf import TfIdf
 
 TOPICS = ["the new bridge downtown", "my sourdough starter", "the last season finale", "electric scooters",
@@ -37,6 +39,17 @@ KNOWLEDGE = ["{t} was first proposed by a volunteer committee in 1998.",
              "Early versions of {t} were much smaller than the current ones."]
 QUESTIONS = ["Have you heard much about {t}?", "What do you think about {t}?", "Is {t} worth the trouble?"]
 FOLLOW_UPS = ["That is interesting, tell me more.", "I did not know that.", "Why do people argue about it?"]
+EVENTS = ["PersonX bakes bread for PersonY", "PersonX misses the last train", "PersonX joins a choir",
+          "PersonX repairs the old bicycle", "PersonX moves to a new city", "PersonX forgets PersonY's birthday",
+          "PersonX plants tomatoes", "PersonX wins the chess tournament"]
+TAILS = {"xWant": ["to share the result with friends", "to rest for a while", "to try again tomorrow"],
+         "xNeed": ["to buy the ingredients", "to check the schedule", "to practice every evening"],
+         "xReact": ["proud and relieved", "tired but happy", "embarrassed and sorry"],
+         "xAttr": ["generous", "careless", "determined"],
+         "xEffect": ["gets a compliment", "has to walk home", "makes new friends"],
+         "xIntent": ["to help PersonY", "to learn something new", "to feel at home"],
+         "HinderedBy": ["PersonX has no time", "the weather is bad", "PersonX is too nervous"]}
+VAGUE_TAILS = ["something", "none", "to do it", "it happens"]
 
 
 def _reply(rng: random.Random, topic: str, specific: float) -> str:
@@ -71,6 +84,16 @@ def wow_rows(rng: random.Random, n: int, start: int) -> list[dict]:
     return rows
 
 
+def comet_rows(rng: random.Random, n: int) -> list[dict]:
+    rows = []
+    for _ in range(n):
+        head, relation = rng.choice(EVENTS), rng.choice(sorted(TAILS))
+        tail = rng.choice(TAILS[relation]) if rng.random() < 0.7 else rng.choice(VAGUE_TAILS)
+        rows.append({"prompt_or_input_text": comet_prompt(head, relation) + " ", "references": tail,
+                     "meta_data": {"head": head, "relation": relation}})
+    return rows
+
+
 def rewarded(rows: list[dict], tfidf: TfIdf) -> list[dict]:
     for row in rows:
         value = round(tfidf.response_score(row["references"]), 6)
@@ -80,7 +103,7 @@ def rewarded(rows: list[dict], tfidf: TfIdf) -> list[dict]:
 
 def write_samples(out: Path, seed: int = 0) -> None:
     rng = random.Random(seed)
-    for folder in ("alol_reddit", "alol_wow"):
+    for folder in ("alol_reddit", "alol_wow", "alol_comet"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     pos, neg = reddit_rows(rng, 32, 0.8, 0), reddit_rows(rng, 32, 0.2, 100)
     val = reddit_rows(rng, 12, 0.8, 200) + reddit_rows(rng, 12, 0.2, 300)
@@ -91,6 +114,10 @@ def write_samples(out: Path, seed: int = 0) -> None:
     tfidf = TfIdf([r["references"] for r in train])
     for name, rows in (("train", train), ("val", val)):
         write_jsonl(out / "alol_wow" / f"{name}.jsonl", rewarded(rows, tfidf))
+    train, val = comet_rows(rng, 48), comet_rows(rng, 48)
+    tfidf = TfIdf([r["references"] for r in train])
+    for name, rows in (("train", train), ("val", val)):
+        write_jsonl(out / "alol_comet" / f"{name}.jsonl", rewarded(rows, tfidf))
 
 
 if __name__ == "__main__":

@@ -61,7 +61,8 @@ SAMPLE_TASKS = {"hh": "hh_rlhf_trl_style/train.jsonl", "hh_prompts": "hh_rlhf/tr
                 "ultrainteract_dialogues": "ultrainteract_pair/train.jsonl",
                 "ultrafeedback_prompts": "ultrafeedback_binarized/train_prefs.jsonl", "alol_hh": "pro_hh/train.json",
                 "alol_reddit": "alol_reddit/pos_train.jsonl", "alol_wow": "alol_wow/train.jsonl",
-                "alol_hh_prompts": "pro_hh/train.json"}
+                "alol_hh_prompts": "pro_hh/train.json", "alol_comet": "alol_comet/train.jsonl",
+                "imdb_prompts": "imdb_prompts/train.jsonl"}
 COMPONENT_GROUPS = ("task", "policy", "user", "reward", "algo", "backend", "logger", "trainer")
 PARTIAL_GROUPS = ("backend", "trainer")  # `_partial_`: completed with runtime objects by the entrypoint
 GROUPS = (*COMPONENT_GROUPS, "mode", "eval", "launcher", "experiment")
@@ -69,7 +70,7 @@ GROUPS = (*COMPONENT_GROUPS, "mode", "eval", "launcher", "experiment")
 # for a component group, EXPECTED_TYPE below (or, for the reward models, composites and pluralistic golds,
 # tests/config/test_reward_configs.py, which builds them on tiny local classifiers), so that every option
 # is known to be covered by these tests.
-NUM_OPTIONS = 143
+NUM_OPTIONS = 155
 # Reward options that wrap another reward option (its `_target_` nested under `reward.reward`).
 WRAPPERS = {"reward/noise", "reward/exponent"}
 # Options that build other components with them: a task that labels groups (its labelling and gold), the
@@ -94,6 +95,8 @@ EXPECTED_TYPE = {
     "task/synthetic_pluralistic": DatasetTask,
     "policy/hf": Policy,
     "policy/dialogpt": Policy,
+    "policy/comet": Policy,
+    "policy/gpt2_imdb": Policy,
     "policy/tiny": Policy,
     "policy/hf_rm": Policy,
     "policy/tiny_rm": Policy,
@@ -101,7 +104,7 @@ EXPECTED_TYPE = {
     "task/synthetic_pluralistic_pairs": DatasetTask,
     **{f"task/{name}": DatasetTask for name in ("hh", "hh_prompts", "ultrainteract", "ultrainteract_dialogues",
                                                 "ultrafeedback_prompts", "alol_hh", "alol_reddit", "alol_wow",
-                                                "alol_hh_prompts")},
+                                                "alol_hh_prompts", "alol_comet", "imdb_prompts")},
     "user/none": NoUser,
     "user/dataset": DatasetUser,
     "user/twenty_questions_kb": TwentyQuestionsOracle,
@@ -233,6 +236,8 @@ def required_overrides(group: str, option: str, data_files, tiny_path, tiny_cach
         ("policy", "hf"): [f"policy.path={tiny_path}"],
         ("policy", "hf_rm"): [f"policy.path={tiny_path}"],
         ("policy", "dialogpt"): [f"policy.path={tiny_path}"],
+        ("policy", "comet"): [f"policy.path={tiny_path}", f"policy.tokenizer_path={tiny_path}"],
+        ("policy", "gpt2_imdb"): [f"policy.path={tiny_path}"],
         ("reward", "tfidf"): [f"reward.responses={SAMPLES / 'alol_reddit' / 'pos_train.jsonl'}", "reward.column=references"],
         ("policy", "tiny"): [f"policy.cache_dir={tiny_cache}"],  # the session's tiny model: no rebuild
         ("policy", "tiny_rm"): [f"policy.cache_dir={tiny_cache}"],
@@ -310,6 +315,16 @@ def test_component_option_composes_resolves_and_instantiates(
         eos = built.tokenizer.eos_token
         messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
         assert built.tokenizer.apply_chat_template(messages, tokenize=False) == f"hi{eos}hello{eos}"
+    if group_option == "policy/gpt2_imdb":  # a review's opening, then its continuation and eos
+        messages = [{"role": "user", "content": "This film"}, {"role": "assistant", "content": " was fine"}]
+        assert built.tokenizer.apply_chat_template(messages, tokenize=False) == f"This film was fine{built.tokenizer.eos_token}"
+    if group_option == "policy/comet":  # COMET-distill's "<head> ... [GEN]" prompt, then " tail" and eos
+        eos = built.tokenizer.eos_token
+        messages = [{"role": "user", "content": "<head> h </head> <relation> xWant </relation> [GEN]"},
+                    {"role": "assistant", "content": "to eat"}]
+        assert built.tokenizer.apply_chat_template(messages, tokenize=False) == f"{messages[0]['content']} to eat{eos}"
+        assert built.tokenizer.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True) == (
+            messages[0]["content"])
     if isinstance(built, WandbLogger):
         assert built.run is None and built.mode in ("online", "offline")  # built, never started
 

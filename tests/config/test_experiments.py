@@ -14,7 +14,7 @@ from rlhf.pipeline import check_stages
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").rglob("*.yaml"))
 TWINS = [name for name in EXPERIMENTS if name.endswith("_debug")]
 # Adding or removing a twin must update this number (and tests/smoke/test_experiments.py's checks).
-NUM_TWINS = 11
+NUM_TWINS = 13
 # The general-purpose experiments, which are not a published setup (so they have no twin).
 GENERAL = {"debug", "sft_dialogues", "maxmin_rm", "sharedrep_rm", "sharedrep_proportion"}
 
@@ -58,7 +58,7 @@ def test_sharedrep_gives_each_reward_model_its_own_architecture():
     maxmin, sharedrep = stages.rm_maxmin.overrides, stages.rm_sharedrep.overrides
     assert maxmin.algo == "maxmin_rm" and "policy.shared_dim" not in maxmin  # per-group heads, no shared layer
     assert sharedrep.algo == "sharedrep_rm" and sharedrep["policy.shared_dim"] == 16
-    assert stages.grpo_maxmin.overrides["reward.path"] == "/nowhere/rm_maxmin/model"
-    assert stages.grpo_sharedrep.overrides["reward.path"] == "/nowhere/rm_sharedrep/model"
+    assert stages.rl_maxmin.overrides["reward.path"] == "/nowhere/rm_maxmin/model"
+    assert stages.rl_sharedrep.overrides["reward.path"] == "/nowhere/rm_sharedrep/model"
     sweep = composed("sharedrep_hh", "data.proportion=0.05").stages
     assert sweep.rm_maxmin.overrides["data.proportion"] == sweep.rm_sharedrep.overrides["data.proportion"] == 0.05

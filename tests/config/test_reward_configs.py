@@ -10,15 +10,19 @@ from hydra import compose, initialize_config_dir
 from rlhf.config import CONF_DIR, build
 from rlhf.models.tiny import load_tiny_reward_model
 from rlhf.rewards.base import score_checked
+from rlhf.rewards.comet_critic import CometCriticReward, comet_prompt
 from rlhf.rewards.composite import Composite
 from rlhf.rewards.gold import Length
 from rlhf.rewards.pluralistic import GroupGold, GroupHeadsReward, MinOverGroups, SigmoidZScore
 from rlhf.rewards.reward_model import SequenceClassifierReward
+from rlhf.rewards.scalar_model import ScalarModelReward
 from rlhf.rewards.tfidf import TfIdf
-from tests.unit.tiny_classifier import build_classifier
+from tests.unit.tiny_classifier import build_classifier, build_comet_critic, build_remote_code_rm
 
 CONVERSATION = [{"role": "user", "content": "Tell me about the ocean."},
                 {"role": "assistant", "content": "It is large and salty."}]
+COMET_CONVERSATION = [{"role": "user", "content": comet_prompt("PersonX swims in the ocean", "xReact")},
+                      {"role": "assistant", "content": "refreshed"}]
 FIELDS = {"knowledge": "The ocean is salt water.", "group_id": 1}
 
 
@@ -34,6 +38,8 @@ def models(tiny_path, tiny_cache, tmp_path_factory) -> dict[str, str]:
         "scalar": build_classifier(tiny_path, root / "scalar", num_labels=1),
         "binary": build_classifier(tiny_path, root / "binary", num_labels=2, labels=["NEGATIVE", "POSITIVE"]),
         "group": str(root / "group"),
+        "comet_critic": build_comet_critic(tiny_path, root / "comet_critic"),
+        "remote": build_remote_code_rm(tiny_path, root / "remote"),
         "responses": str(responses),
     }
 
@@ -78,7 +84,10 @@ def overrides(option: str, m: dict[str, str]) -> list[str]:
             "reward.traits.correct={_target_:rlhf.rewards.gold.BagOfWords,words:[salty]}",
         ],
         "group_rm": [f"reward.path={m['group']}"],
+        "comet_critic": [f"reward.path={m['comet_critic']}"],
+        "eurus_rm": [f"reward.path={m['remote']}", "reward.pad_token=null", "reward.dtype=float32"],
         "gold_synthetic_pluralistic": [],  # bag-of-words traits: no model
+        "gold_imdb_words": [],
     }[option]
 
 
@@ -92,7 +101,10 @@ EXPECTED = {
     "gold_imdb_pluralistic": GroupGold,
     "gold_gsm8k_pluralistic": GroupGold,
     "gold_synthetic_pluralistic": GroupGold,
+    "gold_imdb_words": GroupGold,
     "group_rm": GroupHeadsReward,
+    "comet_critic": CometCriticReward,
+    "eurus_rm": ScalarModelReward,
 }
 
 
@@ -106,7 +118,8 @@ def build_reward(option: str, extra: list[str]):
 def test_reward_option_builds_and_scores(option, models):
     reward = build_reward(option, overrides(option, models))
     assert type(reward) is EXPECTED[option]
-    [score] = score_checked(reward, [CONVERSATION], [FIELDS])
+    conversation = COMET_CONVERSATION if option == "comet_critic" else CONVERSATION
+    [score] = score_checked(reward, [conversation], [FIELDS])
     assert isinstance(score, float) and math.isfinite(score)
 
 

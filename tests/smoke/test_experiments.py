@@ -20,14 +20,22 @@ def stage_metrics(run_dir, stage) -> list[dict]:
 
 def check_sharedrep(run_dir, final):
     # GRPO on the gold raises the gold's min over groups; each policy is scored under both groups' golds
-    assert final["eval_gold/reward_mean"] > final["grpo_gold/before/eval/reward_mean"]
+    assert final["eval_gold/reward_mean"] > final["rl_gold/before/eval/reward_mean"]
     for method in ("gold", "maxmin", "sharedrep"):
         assert {f"eval_{method}/group_0_mean", f"eval_{method}/group_1_mean"} <= final.keys()
     # MaxMin keeps one head per group on the backbone; SharedRep adds its shared k-dim layer
     maxmin = json.loads((run_dir / "rm_maxmin" / "model" / "reward_model.json").read_text())
     sharedrep = json.loads((run_dir / "rm_sharedrep" / "model" / "reward_model.json").read_text())
     assert (maxmin["num_groups"], maxmin["shared_dim"]) == (2, None)
-    assert (sharedrep["num_groups"], sharedrep["shared_dim"]) == (2, 16)
+    shared_dim = yaml.safe_load((run_dir / "rm_sharedrep" / "config.yaml").read_text())["policy"]["shared_dim"]
+    assert (sharedrep["num_groups"], sharedrep["shared_dim"]) == (2, shared_dim) and shared_dim > 1
+
+
+def check_sharedrep_imdb(run_dir, final):
+    check_sharedrep(run_dir, final)
+    # the policy step is PPO (trl's IMDb setting), from the SFT stage that stands in for gpt2-imdb
+    config = yaml.safe_load((run_dir / "rl_gold" / "config.yaml").read_text())
+    assert config["algo"]["_target_"] == "rlhf.algos.ppo.PPO" and config["algo"]["whiten_rewards"] is True
 
 
 def check_d2po(run_dir, final):
@@ -73,7 +81,7 @@ def check_alol_pipeline(run_dir, final):
     advantages = json.loads((run_dir / "train" / "advantages.json").read_text())
     assert 0 < advantages["positive_fraction"] <= 1
     config = yaml.safe_load((run_dir / "train" / "config.yaml").read_text())
-    per_epoch = {"alol_reddit": 32, "alol_wow": 48}[config["task"]["name"]] // config["trainer"]["batch_size"]
+    per_epoch = {"alol_reddit": 32, "alol_wow": 48, "alol_comet": 48}[config["task"]["name"]] // config["trainer"]["batch_size"]
     assert advantages["steps"] == max(1, int(config["trainer"]["epochs"] * per_epoch * advantages["positive_fraction"]))
     assert final["train/eval/reward_mean"] > final["train/before/eval/reward_mean"]
 
@@ -92,11 +100,12 @@ def check_online(run_dir, final):
     assert math.isfinite(final["eval/reward_mean"])
 
 
-CHECKS = {"sharedrep_debug": check_sharedrep, "d2po_debug": check_d2po,
+CHECKS = {"sharedrep_debug": check_sharedrep, "sharedrep_imdb_debug": check_sharedrep_imdb, "d2po_debug": check_d2po,
           "refuel_ultrainteract_debug": check_iterative, "refuel_hh_debug": check_online_refuel,
           "refuel_ultrainteract_online_debug": check_online_refuel, "twenty_questions_debug": check_twenty_questions,
           "alol_hha_debug": check_alol, "online_debug": check_online, "alol_reddit_debug": check_alol_pipeline,
-          "alol_wow_debug": check_alol_pipeline, "alol_hha_baselines_debug": check_alol_baselines}
+          "alol_wow_debug": check_alol_pipeline, "alol_comet_debug": check_alol_pipeline,
+          "alol_hha_baselines_debug": check_alol_baselines}
 RERUN = "alol_reddit_debug"  # the cheapest experiment of stages; the others' skipping is the same code
 
 

@@ -15,6 +15,7 @@ from rlhf.data.loading import load_rows
 from rlhf.data.schema import row_problems
 from rlhf.data.sources import SourceFormatError, check_format, convert_rows
 from rlhf.data.tokenize import Tokenization
+from rlhf.rewards.comet_critic import parse_prompt
 from rlhf.rewards.reward_model import format_knowledge_pair
 from rlhf.tasks.alol_samples import write_samples
 
@@ -86,5 +87,15 @@ def test_scored_rows_are_validated_filtered_and_only_the_reply_is_trained(tiny_p
 def test_the_bundled_samples_are_what_the_module_writes(tmp_path):
     write_samples(tmp_path)
     for name in ("alol_reddit/pos_train.jsonl", "alol_reddit/neg_train.jsonl", "alol_reddit/val.jsonl",
-                 "alol_wow/train.jsonl", "alol_wow/val.jsonl"):
+                 "alol_wow/train.jsonl", "alol_wow/val.jsonl", "alol_comet/train.jsonl", "alol_comet/val.jsonl"):
         assert (tmp_path / name).read_bytes() == (SAMPLES / name).read_bytes(), name
+
+
+def test_comet_rows_are_one_prompt_the_critic_reads_back(tmp_path):
+    rows = [json.loads(line) for line in (SAMPLES / "alol_comet" / "train.jsonl").read_text().splitlines()]
+    converted = scored(rows[:4], tmp_path)
+    for raw, row in zip(rows[:4], converted, strict=True):
+        assert row["prompt"] == [{"role": "user", "content": raw["prompt_or_input_text"].strip()}]
+        assert row["response"] == raw["references"]
+        head, relation = parse_prompt(row["prompt"][0]["content"])
+        assert (head, relation) == (raw["meta_data"]["head"], raw["meta_data"]["relation"])

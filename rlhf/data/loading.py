@@ -44,7 +44,8 @@ def check_json_lines(path: Path) -> None:
 
 
 def load_rows(path: str, split: str = "train", limit: int | None = None) -> datasets.Dataset:
-    """Rows of `path`, which is a local file, a folder written by `Dataset.save_to_disk`, or a hub name.
+    """Rows of `path`, which is a local file, a folder written by `Dataset.save_to_disk`, or a hub name
+    (with its configuration after a colon, e.g. "openai/gsm8k:main").
 
     A local file is one split, "train": a `split` that slices it ("train[:5%]", "train[5%:]", as the tasks of
     sources with a train split only hold rows out) is applied, any other name is ignored (the file is the
@@ -73,8 +74,9 @@ def load_rows(path: str, split: str = "train", limit: int | None = None) -> data
         raise ValueError(f"dataset file {path!r}: {local.suffix or 'a file without a suffix'} is not read ({READ})")
     elif path.startswith((".", "/", "~")):
         raise FileNotFoundError(f"dataset path {path!r} does not exist")
-    else:
-        rows = datasets.load_dataset(path, split=split)
+    else:  # a hub name, "<repo>:<config>" for a dataset of several configurations (openai/gsm8k:main)
+        repo, _, config = path.partition(":")
+        rows = datasets.load_dataset(repo, config or None, split=split)
     if limit is not None:
         rows = rows.select(range(min(limit, len(rows))))
     return rows

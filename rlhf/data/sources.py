@@ -31,12 +31,16 @@ Formats (the columns read; other columns are dropped):
   alternate and end with the user; a first segment "Knowledge: ..." (WoW, FaithDial) becomes a system message,
   and when the remaining history opens with the assistant, that opening turn is added to the system message
   as "Assistant: ..." (a dialogue must start with the user). The trailing "<|endoftext|>"s are removed.
+- `gsm8k`, openai/gsm8k (config "main"): `question` in SharedRep's few-shot prompt (`GSM8K_FEW_SHOT`, then
+  "Q: {question}. Think step by step and provide the final answer prefixed by ####.\nA: "), and `answer` (the
+  worked solution ending "#### N"), kept as a column of the prompt row: the task passes it to the rewards as
+  the field `answer` (`reward=gsm8k_correct` reads it). Prompt rows only.
 """
 
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import datasets
 
@@ -62,6 +66,7 @@ class Dialogues:
     rejected: list[dict] | None
     score_chosen: float | None = None
     score_rejected: float | None = None
+    columns: dict = field(default_factory=dict)  # kept as they are in the row (e.g. a reference answer)
 
 
 TRANSCRIPT_TURN = re.compile(r"(?:\A|\n\n)(Human|Assistant):")
@@ -176,6 +181,30 @@ def read_alol_rewarded(row: dict) -> Dialogues:
                      number(components["final_reward"], "reward_components"))
 
 
+# SharedRep's GSM8K prompt (`src/helper/gsm8k_utils.py`), its indentation as published
+GSM8K_FEW_SHOT = """These are examples of how to solve math problems step by step:
+
+    Q: If there are 3 apples and you eat one, how many are left?
+    A: Let's think step by step. There are 3 apples. You eat one. So 3 - 1 = 2.
+    #### The final answer is 2.
+
+    Q: Tom had 4 pencils. He gave 1 to Sarah and bought 3 more. How many does he have now?
+    A: Let's think step by step. He had 4 and gave away 1, so 4 - 1 = 3. Then he bought 3, so 3 + 3 = 6.
+    #### The final answer is 6.
+
+    The following is the only question you need to answer:
+    """
+
+
+def read_gsm8k(row: dict) -> Dialogues:
+    question = text(row["question"], "question")
+    answer = text(row["answer"], "answer")
+    if "####" not in answer:
+        raise FormatProblem("answer", "has no final answer after '####'")
+    prompt = GSM8K_FEW_SHOT + f"\nQ: {question}. Think step by step and provide the final answer prefixed by ####.\nA: "
+    return Dialogues([{"role": "user", "content": prompt}], None, columns={"answer": answer})
+
+
 def sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
@@ -188,9 +217,11 @@ FORMATS: dict[str, tuple[Callable[[dict], Dialogues], tuple[str, ...]]] = {
     "ultrainteract_pair": (read_ultrainteract_pair, ("trajectory", "chosen", "rejected")),
     "pro_hh": (read_pro_hh, ("prefix", "suffix", "reward")),
     "alol_rewarded": (read_alol_rewarded, ("prompt_or_input_text", "references", "reward_components")),
+    "gsm8k": (read_gsm8k, ("question", "answer")),
 }
 SCHEMAS = ("conversation", "prompt", "preference", "scored")
 ONE_REPLY = ("alol_rewarded",)  # formats without a rejected reply
+PROMPT_ONLY = ("gsm8k",)  # formats of prompts without replies
 
 
 def check_format(format: str | None, schema: str) -> None:
@@ -201,6 +232,9 @@ def check_format(format: str | None, schema: str) -> None:
         raise ValueError(f"task.format={format!r} is not one of {sorted(FORMATS)} (or null: rows in our schema)")
     if schema not in SCHEMAS:
         raise ValueError(f"task.format={format!r} gives {', '.join(SCHEMAS)} rows, not task.schema={schema!r}")
+    if format in PROMPT_ONLY and schema != "prompt":
+        raise ValueError(f"task.format={format!r} has prompts without replies: it gives prompt rows, not "
+                         f"task.schema={schema!r}")
     if format in ONE_REPLY and schema == "preference":
         raise ValueError(f"task.format={format!r} has one reply per row, no rejected one: it gives scored, "
                          "conversation and prompt rows, not task.schema='preference'")
@@ -221,7 +255,7 @@ def to_schema(read: Dialogues, schema: str) -> dict:
     if schema == "conversation":
         return {"messages": read.chosen}
     if schema == "prompt":
-        return {"prompt": without_final_reply(read.chosen)}
+        return {"prompt": without_final_reply(read.chosen)} | read.columns
     if schema == "scored":
         row = {"prompt": read.chosen[:-1], "response": final_reply(read.chosen, "chosen")}
         return row | ({"score": read.score_chosen} if read.score_chosen is not None else {})

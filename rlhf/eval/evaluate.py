@@ -40,8 +40,10 @@ class HeldOutReward:
         out.mkdir(parents=True, exist_ok=True)
         model = policy()
         if isinstance(user, NoUser):
+            prompts, fields = task.eval_openings()  # fields: e.g. a reference answer the reward checks
             rows, scores, parts, what = sample_and_score(backend(model=model.model, tokenizer=model.tokenizer),
-                                                         reward, task.eval_prompts(), self.num_samples)
+                                                         reward, prompts, self.num_samples,
+                                                         fields if any(fields) else None)
             k = self.num_samples
             values, reasons = as_columns(scores)
             columns = {"scores": values, "invalid_reasons": reasons,

@@ -49,13 +49,15 @@ def summarize(scores: list[Score]) -> dict[str, float]:
             "reward_invalid": len(scores) - n}
 
 
-def sample_and_score(backend: Backend, reward: Reward, prompts: list[list[dict]], num_samples: int
+def sample_and_score(backend: Backend, reward: Reward, prompts: list[list[dict]], num_samples: int,
+                     fields: list[dict] | None = None,
                      ) -> tuple[list[dict], list[Score], dict[str, list[Score]], str]:
-    """`generate_and_score` rows without scores, then the scores of every sample in row order, the reward's
-    parts and what the reward is (`rlhf.eval.views.scored`)."""
+    """`generate_and_score` rows without scores, then the scores of every sample in row order (each with its
+    prompt's `fields`, when given), the reward's parts and what the reward is (`rlhf.eval.views.scored`)."""
     rows = generate_and_score(backend, None, prompts, num_samples)
+    repeated = [f for f in fields for _ in range(num_samples)] if fields is not None else None
     scores, parts, what = scored(reward, [r["prompt"] + [{"role": "assistant", "content": t}]
-                                          for r in rows for t in r["responses"]])
+                                          for r in rows for t in r["responses"]], repeated)
     return rows, scores, parts, what
 
 

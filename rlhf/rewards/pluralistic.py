@@ -9,15 +9,17 @@ groups (`MinOverGroups`); evaluation scores each response under its own group (`
 over heads at RL time (`GroupHeadsReward`).
 """
 
+import logging
 import math
 
 import torch
 from transformers import AutoTokenizer
 
 from rlhf.algos.reward_model import min_over_heads
+from rlhf.data.schema import as_messages
 from rlhf.models.policy import DTYPES
 from rlhf.models.reward_model import GroupRewardModel
-from rlhf.rewards.base import Invalid, Reward, Score, score_checked
+from rlhf.rewards.base import Invalid, Reward, Score, score_checked, valid_scores
 from rlhf.rewards.composite import check_weights, component_scores, weighted_sum
 from rlhf.rewards.reward_model import (
     classifier_logits,
@@ -27,6 +29,8 @@ from rlhf.rewards.reward_model import (
 )
 
 ROUTES = ("min", "group")
+
+log = logging.getLogger(__name__)
 
 
 def group_ids(fields: list[dict] | None, n: int, num_groups: int, where: str) -> list[int]:
@@ -120,9 +124,22 @@ def sigmoid(z: float) -> float:
 
 class SigmoidZScore:
     """sigmoid((r - mean) / std) of a trait reward r: SharedRep's GSM8K squashing sigma(z(trait)), where
-    z standardises the trait with statistics of the scored dataset."""
+    z standardises the trait with statistics of the scored dataset.
 
-    def __init__(self, reward: Reward, mean: float, std: float) -> None:
+    mean, std: given; or both null and `fit_path` names the dataset they are computed from, as SharedRep's
+    `add_stats` does: the trait of every response of its rows (`rlhf-generate mode=samples` rows: `prompt`,
+    `responses`, and their other columns as fields), the mean and the population standard deviation (1.0
+    when it is 0). Responses that cannot be scored are left out; none scored is an error.
+    """
+
+    def __init__(self, reward: Reward, mean: float | None = None, std: float | None = None,
+                 fit_path: str | None = None) -> None:
+        if (mean is None) != (std is None) or (mean is None) == (fit_path is None):
+            raise ValueError(f"give reward mean and std, or fit_path to compute them (mean={mean}, std={std}, "
+                             f"fit_path={fit_path!r})")
+        if fit_path is not None:
+            mean, std = fit_statistics(reward, fit_path)
+            log.info("z statistics of the trait on %s: mean %.4f, std %.4f", fit_path, mean, std)
         if not std > 0:
             raise ValueError(f"reward std={std} must be positive")
         self.reward, self.mean, self.std = reward, float(mean), float(std)
@@ -130,6 +147,29 @@ class SigmoidZScore:
     def score(self, conversations: list[list[dict]], fields: list[dict] | None = None) -> list[Score]:
         return [s if isinstance(s, Invalid) else sigmoid((s - self.mean) / self.std)
                 for s in score_checked(self.reward, conversations, fields)]
+
+
+def fit_statistics(reward: Reward, path: str) -> tuple[float, float]:
+    """(mean, population std or 1.0) of `reward` over every response of the samples dataset at `path`."""
+    from rlhf.data.loading import load_rows
+
+    rows = load_rows(path)
+    missing = [c for c in ("prompt", "responses") if c not in rows.column_names]
+    if missing:
+        raise ValueError(f"fit_path {path!r} has no column {missing[0]!r}: it takes rlhf-generate mode=samples "
+                         f"rows (its columns: {rows.column_names})")
+    others = [c for c in rows.column_names if c not in ("prompt", "responses", "scores", "invalid_reasons")]
+    conversations, fields = [], []
+    for row in rows:
+        for response in row["responses"]:
+            conversations.append(as_messages(row["prompt"], "user") + [{"role": "assistant", "content": response}])
+            fields.append({c: row[c] for c in others})
+    values = valid_scores(score_checked(reward, conversations, fields))
+    if not values:
+        raise ValueError(f"fit_path {path!r}: no response could be scored by the trait")
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+    return mean, std or 1.0
 
 
 class GroupHeadsReward:

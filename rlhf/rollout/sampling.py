@@ -3,7 +3,8 @@
 Written to the run directory:
 - `dataset/` (`save_to_disk`) and `dataset.jsonl`: one row per prompt with `prompt` (messages),
   `responses` (K strings) and, with a reward, `scores` (K floats, null where invalid) and
-  `invalid_reasons` (null, or why that response could not be scored);
+  `invalid_reasons` (null, or why that response could not be scored), and the columns the task's
+  `task.fields` names (e.g. GSM8K's `answer`, which the gold reads again when the pairs are labelled);
 - with a reward, `pairs/` (and `pairs.jsonl`): a preference dataset (`prompt`, `chosen`, `rejected`,
   `score_chosen`, `score_rejected`) of the best against the worst valid response of each prompt, leaving
   out prompts whose valid responses all tie, ready for `rlhf-train task=preference
@@ -56,14 +57,18 @@ def sample_dataset(
     prompts, fields = task.openings(split, num_prompts)
     generator = backend(model=policy.model, tokenizer=policy.tokenizer)
 
+    kept = tuple(getattr(task, "fields", ()))  # the prompt rows' fields the task keeps (e.g. GSM8K's answer)
+
     def make_rows(items: list, chunk: int) -> list[dict]:
-        return generate_and_score(generator, reward, [p for p, _ in items], num_samples,
+        rows = generate_and_score(generator, reward, [p for p, _ in items], num_samples,
                                   fields=[f for _, f in items], seed=chunk_seed(seed, chunk))
+        return [row | {name: f[name] for name in kept} for row, (_, f) in zip(rows, items, strict=True)]
 
     out = Path(run_dir)
     rows = run_chunks(list(zip(prompts, fields)), chunk_size, out, make_rows, unit="prompt",
                       key={"mode": "samples", "seed": seed, "task": task.name, "split": split,
-                           "num_samples": num_samples, "scored": reward is not None},
+                           "num_samples": num_samples, "scored": reward is not None,
+                           **({"fields": list(kept)} if kept else {})},
                       models={"policy": policy.model, "reward": reward})
     dataset = save_dataset(rows, out / "dataset")
     if reward is not None:

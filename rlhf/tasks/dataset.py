@@ -29,6 +29,9 @@ class DatasetTask:
         given a group (0, the minority, with probability `groups.proportion`) and ordered into chosen and
         rejected under that group's gold when the task is built; needs schema "preference". The filters run
         on the labelled rows.
+    fields: columns of prompt rows given to the user simulator, the done-check and the rewards as each
+        dialogue's fields (e.g. GSM8K's reference `answer`, which `reward=gsm8k_correct` reads), and kept in
+        `rlhf-generate mode=samples` rows; each must be a column of both splits.
     """
 
     reply_to_last = False
@@ -49,6 +52,7 @@ class DatasetTask:
         filters: Mapping | None = None,
         tokenizer: Mapping | None = None,
         groups: GroupLabelling | None = None,
+        fields: list[str] | None = None,
     ):
         if train_path is None and eval_path is None:
             raise ValueError(f"task {name!r} needs task.train_path or task.eval_path")
@@ -56,6 +60,9 @@ class DatasetTask:
             raise ValueError(f"task {name!r}: task.groups labels pairs into preference rows, so task.schema must "
                              f"be 'preference', not {schema!r}")
         self.name, self.schema, self.num_eval_prompts, self.max_turns = name, schema, num_eval_prompts, max_turns
+        self.fields = tuple(fields or ())
+        if self.fields and schema != "prompt":
+            raise ValueError(f"task {name!r}: task.fields names columns of prompt rows; schema is {schema!r}")
         check_format(format, schema)
         row_filters = build_filters(filters, schema, tokenizer)
 
@@ -68,6 +75,11 @@ class DatasetTask:
 
         self.train = load(train_path, train_split, train_limit, "train")
         self.eval = load(eval_path, eval_split, eval_limit, "eval")
+        for split, rows in (("train", self.train), ("eval", self.eval)):
+            missing = [c for c in self.fields if rows is not None and c not in rows.column_names]
+            if missing:
+                raise ValueError(f"task {name!r}: task.fields names {missing[0]!r}, which the {split} rows do not "
+                                 f"have (their columns: {rows.column_names})")
 
     def prompts(self, split: str, limit: int | None = None) -> list[list[dict]]:
         """The prompts of a split ("train" or "eval"): the conversation up to its first assistant turn."""
@@ -84,11 +96,13 @@ class DatasetTask:
 
     def openings(self, split: str, limit: int | None = None) -> tuple[list[list[dict]], list[dict]]:
         """Dialogue openings (see `DialogueTask`). Conversation rows also give `user_turns`: their user
-        messages after the first assistant turn, which `user=dataset` replays."""
+        messages after the first assistant turn, which `user=dataset` replays; prompt rows give the columns
+        `task.fields` names."""
         prompts = self.prompts(split, limit)
-        if self.schema != "conversation":
-            return prompts, [{} for _ in prompts]
         rows = self.train if split == "train" else self.eval
+        if self.schema != "conversation":
+            kept = rows.select(range(len(prompts))).select_columns(list(self.fields)) if self.fields else None
+            return prompts, kept.to_list() if kept is not None else [{} for _ in prompts]
         fields = [{"user_turns": [m["content"] for m in row["messages"][len(opening):] if m["role"] == "user"]}
                   for opening, row in zip(prompts, rows)]
         return prompts, fields

@@ -30,6 +30,7 @@ from rlhf.data.tokenize import Tokenization
 from rlhf.logging import NoLogger, WandbLogger
 from rlhf.models.policy import Policy, load_policy
 from rlhf.rewards.gold import BagOfWords, Length
+from rlhf.rewards.gsm8k import GSM8KCorrect
 from rlhf.tasks.dataset import DatasetTask
 from rlhf.trainers.alol import fit_alol
 from rlhf.trainers.offline import fit_offline
@@ -62,7 +63,7 @@ SAMPLE_TASKS = {"hh": "hh_rlhf_trl_style/train.jsonl", "hh_prompts": "hh_rlhf/tr
                 "ultrafeedback_prompts": "ultrafeedback_binarized/train_prefs.jsonl", "alol_hh": "pro_hh/train.json",
                 "alol_reddit": "alol_reddit/pos_train.jsonl", "alol_wow": "alol_wow/train.jsonl",
                 "alol_hh_prompts": "pro_hh/train.json", "alol_comet": "alol_comet/train.jsonl",
-                "imdb_prompts": "imdb_prompts/train.jsonl"}
+                "imdb_prompts": "imdb_prompts/train.jsonl", "gsm8k_prompts": "gsm8k/train.jsonl"}
 COMPONENT_GROUPS = ("task", "policy", "user", "reward", "algo", "backend", "logger", "trainer")
 PARTIAL_GROUPS = ("backend", "trainer")  # `_partial_`: completed with runtime objects by the entrypoint
 GROUPS = (*COMPONENT_GROUPS, "mode", "eval", "launcher", "experiment")
@@ -70,7 +71,7 @@ GROUPS = (*COMPONENT_GROUPS, "mode", "eval", "launcher", "experiment")
 # for a component group, EXPECTED_TYPE below (or, for the reward models, composites and pluralistic golds,
 # tests/config/test_reward_configs.py, which builds them on tiny local classifiers), so that every option
 # is known to be covered by these tests.
-NUM_OPTIONS = 155
+NUM_OPTIONS = 162
 # Reward options that wrap another reward option (its `_target_` nested under `reward.reward`).
 WRAPPERS = {"reward/noise", "reward/exponent"}
 # Options that build other components with them: a task that labels groups (its labelling and gold), the
@@ -97,6 +98,7 @@ EXPECTED_TYPE = {
     "policy/dialogpt": Policy,
     "policy/comet": Policy,
     "policy/gpt2_imdb": Policy,
+    "policy/qwen_math": Policy,
     "policy/tiny": Policy,
     "policy/hf_rm": Policy,
     "policy/tiny_rm": Policy,
@@ -104,7 +106,8 @@ EXPECTED_TYPE = {
     "task/synthetic_pluralistic_pairs": DatasetTask,
     **{f"task/{name}": DatasetTask for name in ("hh", "hh_prompts", "ultrainteract", "ultrainteract_dialogues",
                                                 "ultrafeedback_prompts", "alol_hh", "alol_reddit", "alol_wow",
-                                                "alol_hh_prompts", "alol_comet", "imdb_prompts")},
+                                                "alol_hh_prompts", "alol_comet", "imdb_prompts",
+                                                "gsm8k_prompts")},
     "user/none": NoUser,
     "user/dataset": DatasetUser,
     "user/twenty_questions_kb": TwentyQuestionsOracle,
@@ -130,6 +133,7 @@ EXPECTED_TYPE = {
     "reward/judge_pairwise": PairwiseJudge,
     "reward/twenty_questions_infogain": InformationGain,
     "reward/twenty_questions_success": Guessed,
+    "reward/gsm8k_correct": GSM8KCorrect,
     "algo/dpo": DPO,
     "algo/ipo": DPO,
     "algo/rpo": DPO,
@@ -238,6 +242,7 @@ def required_overrides(group: str, option: str, data_files, tiny_path, tiny_cach
         ("policy", "dialogpt"): [f"policy.path={tiny_path}"],
         ("policy", "comet"): [f"policy.path={tiny_path}", f"policy.tokenizer_path={tiny_path}"],
         ("policy", "gpt2_imdb"): [f"policy.path={tiny_path}"],
+        ("policy", "qwen_math"): [f"policy.path={tiny_path}"],
         ("reward", "tfidf"): [f"reward.responses={SAMPLES / 'alol_reddit' / 'pos_train.jsonl'}", "reward.column=references"],
         ("policy", "tiny"): [f"policy.cache_dir={tiny_cache}"],  # the session's tiny model: no rebuild
         ("policy", "tiny_rm"): [f"policy.cache_dir={tiny_cache}"],
@@ -307,6 +312,7 @@ def test_component_option_composes_resolves_and_instantiates(
         split = "eval" if isinstance(built, DatasetTask) and built.eval is not None else "train"
         openings, fields = built.openings(split, limit=3)
         assert len(openings) == len(fields) > 0 and all(p[-1]["role"] == "user" for p in openings)
+        assert all(set(getattr(built, "fields", ())) <= set(f) for f in fields)  # the fields it names
         assert built.max_turns >= 1
     if group == "policy":
         assert built.tokenizer.chat_template is not None

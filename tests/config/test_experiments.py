@@ -14,7 +14,7 @@ from rlhf.pipeline import check_stages
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").rglob("*.yaml"))
 TWINS = [name for name in EXPERIMENTS if name.endswith("_debug")]
 # Adding or removing a twin must update this number (and tests/smoke/test_experiments.py's checks).
-NUM_TWINS = 13
+NUM_TWINS = 14
 # The general-purpose experiments, which are not a published setup (so they have no twin).
 GENERAL = {"debug", "sft_dialogues", "maxmin_rm", "sharedrep_rm", "sharedrep_proportion"}
 

@@ -17,13 +17,19 @@ from rlhf.rewards.pluralistic import GroupGold, GroupHeadsReward, MinOverGroups,
 from rlhf.rewards.reward_model import SequenceClassifierReward
 from rlhf.rewards.scalar_model import ScalarModelReward
 from rlhf.rewards.tfidf import TfIdf
-from tests.unit.tiny_classifier import build_classifier, build_comet_critic, build_remote_code_rm
+from rlhf.rewards.toxichat import ToxiChatSafe
+from tests.unit.tiny_classifier import (
+    build_classifier,
+    build_comet_critic,
+    build_remote_code_rm,
+    build_toxichat,
+)
 
 CONVERSATION = [{"role": "user", "content": "Tell me about the ocean."},
                 {"role": "assistant", "content": "It is large and salty."}]
 COMET_CONVERSATION = [{"role": "user", "content": comet_prompt("PersonX swims in the ocean", "xReact")},
                       {"role": "assistant", "content": "refreshed"}]
-FIELDS = {"knowledge": "The ocean is salt water.", "group_id": 1}
+FIELDS = {"knowledge": "The ocean is salt water.", "group_id": 1, "answer": "Oceans cover 71%.\n#### 71"}
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +38,9 @@ def models(tiny_path, tiny_cache, tmp_path_factory) -> dict[str, str]:
     group = load_tiny_reward_model(tiny_cache, architecture={}, num_groups=2, shared_dim=4,
                                    freeze_backbone=True)
     group.save(root / "group")
+    samples = root / "samples.jsonl"  # rlhf-generate mode=samples rows, for the z statistics of GSM8K's gold
+    samples.write_text("".join(json.dumps({"prompt": "q", "responses": r}) + "\n"
+                               for r in (["one two", "three"], ["four five six", "seven eight"])))
     responses = root / "responses.jsonl"
     responses.write_text("".join(json.dumps({"chosen": t}) + "\n" for t in ["the sea is big", "salty water"]))
     return {
@@ -40,7 +49,9 @@ def models(tiny_path, tiny_cache, tmp_path_factory) -> dict[str, str]:
         "group": str(root / "group"),
         "comet_critic": build_comet_critic(tiny_path, root / "comet_critic"),
         "remote": build_remote_code_rm(tiny_path, root / "remote"),
+        "toxichat": build_toxichat(tiny_path, root / "toxichat"),
         "responses": str(responses),
+        "samples": str(samples),
     }
 
 
@@ -67,7 +78,7 @@ def overrides(option: str, m: dict[str, str]) -> list[str]:
         "alol_reddit": [*classifier("reward.components.fluency", m["binary"]),
                         *classifier("reward.components.depth", m["scalar"], padded=True),
                         *classifier("reward.components.updown", m["scalar"], padded=True),
-                        *tfidf("reward.components.tfidf")],
+                        f"reward.components.safe.path={m['toxichat']}", *tfidf("reward.components.tfidf")],
         "alol_wow": [*classifier("reward.components.fluency", m["binary"]),
                      *classifier("reward.components.faithdial", m["binary"]),
                      *classifier("reward.components.depth", m["scalar"], padded=True),
@@ -77,17 +88,16 @@ def overrides(option: str, m: dict[str, str]) -> list[str]:
         "gold_imdb_pluralistic": classifier("reward.traits.positiveness", m["binary"]),
         "gold_gsm8k_pluralistic": [
             *classifier("reward.traits.socratic.reward", m["scalar"]),
-            "reward.traits.socratic.mean=0.0", "reward.traits.socratic.std=1.0",
-            "reward.traits.length.reward.unit=words",
-            "reward.traits.length.mean=100", "reward.traits.length.std=50",
-            # a stand-in for the unspecified correctness check
-            "reward.traits.correct={_target_:rlhf.rewards.gold.BagOfWords,words:[salty]}",
+            f"reward.traits.socratic.fit_path={m['samples']}", f"reward.traits.length.fit_path={m['samples']}",
         ],
         "group_rm": [f"reward.path={m['group']}"],
         "comet_critic": [f"reward.path={m['comet_critic']}"],
+        "toxichat_safe": [f"reward.path={m['toxichat']}"],
         "eurus_rm": [f"reward.path={m['remote']}", "reward.pad_token=null", "reward.dtype=float32"],
         "gold_synthetic_pluralistic": [],  # bag-of-words traits: no model
         "gold_imdb_words": [],
+        "gold_gsm8k_words": [f"reward.traits.socratic.fit_path={m['samples']}",
+                             f"reward.traits.length.fit_path={m['samples']}"],
     }[option]
 
 
@@ -102,9 +112,11 @@ EXPECTED = {
     "gold_gsm8k_pluralistic": GroupGold,
     "gold_synthetic_pluralistic": GroupGold,
     "gold_imdb_words": GroupGold,
+    "gold_gsm8k_words": GroupGold,
     "group_rm": GroupHeadsReward,
     "comet_critic": CometCriticReward,
     "eurus_rm": ScalarModelReward,
+    "toxichat_safe": ToxiChatSafe,
 }
 
 
@@ -125,7 +137,8 @@ def test_reward_option_builds_and_scores(option, models):
 
 def test_composites_are_built_from_the_model_configs(models):
     reddit = build_reward("alol_reddit", overrides("alol_reddit", models))
-    assert list(reddit.rewards) == ["fluency", "depth", "updown", "tfidf"]
+    assert list(reddit.rewards) == ["fluency", "depth", "updown", "safe", "tfidf"]
+    assert isinstance(reddit.rewards["safe"], ToxiChatSafe)
     assert reddit.rewards["depth"].format == "dialogrpt" and reddit.rewards["fluency"].label == 1
     assert isinstance(reddit.rewards["tfidf"], TfIdf)
     wow = build_reward("alol_wow", overrides("alol_wow", models))
@@ -142,6 +155,8 @@ def test_pluralistic_golds(models):
     gsm8k = build_reward("gold_gsm8k_pluralistic", overrides("gold_gsm8k_pluralistic", models))
     length = gsm8k.traits["length"]
     assert isinstance(length, SigmoidZScore) and isinstance(length.reward, Length)
-    # majority: 0.8 (1 - sigmoid(z(length))) + 0.2 correct, on a reply of 5 words with z = (5 - 100) / 50
-    expected = 0.8 * (1 - 1 / (1 + math.exp(1.9))) + 0.2 * 1.0
+    # z fitted on the samples' word counts 2, 1, 3, 2: mean 2, population std sqrt(0.5)
+    assert (length.mean, length.std) == pytest.approx((2.0, math.sqrt(0.5)))
+    # majority: 0.8 (1 - sigmoid(z(length))) + 0.2 correct, on a reply of 5 words and no number (not 71)
+    expected = 0.8 * (1 - 1 / (1 + math.exp(-(5 - 2.0) / math.sqrt(0.5)))) + 0.2 * 0.0
     assert gsm8k.score([CONVERSATION], [FIELDS]) == pytest.approx([expected])

@@ -100,7 +100,17 @@ def check_online(run_dir, final):
     assert math.isfinite(final["eval/reward_mean"])
 
 
-CHECKS = {"sharedrep_debug": check_sharedrep, "sharedrep_imdb_debug": check_sharedrep_imdb, "d2po_debug": check_d2po,
+def check_sharedrep_gsm8k(run_dir, final):
+    check_sharedrep(run_dir, final)
+    # the samples keep each prompt's reference answer, which the gold's correctness trait read when the
+    # pairs were labelled; the z statistics were fitted on those samples
+    samples = [json.loads(line) for line in (run_dir / "samples_train" / "dataset.jsonl").read_text().splitlines()]
+    assert all("#### " in row["answer"] for row in samples)
+    assert "z statistics of the trait" in (run_dir / "rm_maxmin" / "train.log").read_text()
+
+
+CHECKS = {"sharedrep_debug": check_sharedrep, "sharedrep_imdb_debug": check_sharedrep_imdb,
+          "sharedrep_gsm8k_debug": check_sharedrep_gsm8k, "d2po_debug": check_d2po,
           "refuel_ultrainteract_debug": check_iterative, "refuel_hh_debug": check_online_refuel,
           "refuel_ultrainteract_online_debug": check_online_refuel, "twenty_questions_debug": check_twenty_questions,
           "alol_hha_debug": check_alol, "online_debug": check_online, "alol_reddit_debug": check_alol_pipeline,

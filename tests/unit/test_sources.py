@@ -174,7 +174,7 @@ def test_missing_column_and_unknown_format(tmp_path):
     with pytest.raises(SourceFormatError, match=r"has no column 'rejected', which format 'hh_transcript' reads "
                                                 r"\(its columns: chosen\)"):
         load_validated(path, "prompt", format="hh_transcript")
-    with pytest.raises(ValueError, match=r"task\.format='hh' is not one of \['alol_rewarded', 'hh_transcript', 'hh_trl_style'"):
+    with pytest.raises(ValueError, match=r"task\.format='hh' is not one of \['alol_rewarded', 'gsm8k', 'hh_transcript', 'hh_trl_style'"):
         check_format("hh", "prompt")
     with pytest.raises(ValueError, match=r"not task\.schema='group'"):
         check_format("ultrafeedback", "group")

@@ -107,3 +107,23 @@ def build_remote_code_rm(tiny_path: str, directory: Path, seed: int = 0) -> str:
     (directory / "config.json").write_text(json.dumps(config))
     tokenizer.save_pretrained(directory)
     return str(directory)
+
+
+def build_toxichat(tiny_path: str, directory: Path, seed: int = 0) -> str:
+    """Save a ToxiChat-style offensive classifier: a tiny GPT2LMHeadModel checkpoint with `off_classifier`
+    (hidden -> 2) tensors added to its weights, and the tiny tokenizer."""
+    from safetensors.torch import load_file, save_file
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_path)
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=256,
+                        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id)
+    GPT2LMHeadModel(config).save_pretrained(directory)
+    state = load_file(str(Path(directory) / "model.safetensors"))
+    generator = torch.Generator().manual_seed(seed + 1)
+    state["off_classifier.weight"] = torch.randn(2, 32, generator=generator)
+    state["off_classifier.bias"] = torch.zeros(2)
+    save_file(state, str(Path(directory) / "model.safetensors"), metadata={"format": "pt"})
+    tokenizer.save_pretrained(directory)
+    return str(directory)

@@ -300,7 +300,7 @@ def main() -> None:
         "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "model_path")}
         | {"model": f"Llama, hidden {args.hidden}, {args.layers} layers, {args.heads} heads, float32",
            "vocab_size": AutoConfig.from_pretrained(model_path).vocab_size, "parameters": parameters,
-           "optimizers": f"ours torch.optim.AdamW (defaults: for-loop on CPU), trl {args.trl_optim}"},
+           "optimizers": f"ours torch.optim.AdamW fused (rlhf.trainers.offline.make_optimizer), trl {args.trl_optim}"},
         "machine": {"cpu_count": os.cpu_count(), "torch_threads": runs[configs[0]][0]["torch_threads"],
                     "torch": torch.__version__, "transformers": version("transformers"),
                     "trl": version("trl")},

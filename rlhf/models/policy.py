@@ -10,6 +10,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def check_dtype(dtype: str, key: str) -> None:
+    """Refuse a weights dtype that is not one of DTYPES, naming the config `key` (e.g. "reward.dtype")."""
+    if dtype not in DTYPES:
+        raise ValueError(f"{key}={dtype!r} is not one of {sorted(DTYPES)}")
+
+
 @dataclass
 class Policy:
     """A causal LM and its tokenizer. `model` may be a peft model when LoRA is on."""
@@ -81,8 +87,7 @@ def load_policy(
     tokenizer_path: where the tokenizer is when it is not saved with the model (e.g. COMET-distill's
         `comet-distill-tokenizer/`); None: `path`. A saved run holds both, so a trained policy needs none.
     """
-    if dtype not in DTYPES:
-        raise ValueError(f"policy.dtype={dtype!r} is not one of {sorted(DTYPES)}")
+    check_dtype(dtype, "policy.dtype")
     path = resolve_model_dir(path)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_path or path, revision=revision,
                                               trust_remote_code=trust_remote_code)

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-from rlhf.models.policy import DTYPES, Policy
+from rlhf.models.policy import DTYPES, Policy, check_dtype
 
 
 class GroupRewardModel(nn.Module):
@@ -77,8 +77,7 @@ def load_reward_model(
     lora: keyword arguments of `peft.LoraConfig` for a plain reward model (one head): the backbone gets
         adapters, the score head is trained in full (D2PO's discriminator, LoRA r 8, alpha 32).
     """
-    if dtype not in DTYPES:
-        raise ValueError(f"policy.dtype={dtype!r} is not one of {sorted(DTYPES)}")
+    check_dtype(dtype, "policy.dtype")
     if num_groups < 1 or (shared_dim is not None and shared_dim < 1):
         raise ValueError(f"policy.num_groups={num_groups} and policy.shared_dim={shared_dim} must be >= 1")
     if lora is not None and (num_groups != 1 or shared_dim is not None or freeze_backbone):

@@ -22,7 +22,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 from transformers.utils import cached_file
 
-from rlhf.models.policy import DTYPES
+from rlhf.models.policy import DTYPES, check_dtype
 from rlhf.rewards.base import Score, last_response
 from rlhf.rewards.reward_model import prepare_tokenizer, resolve_device
 
@@ -118,8 +118,7 @@ class CometCriticReward:
         names = tuple(names)
         if len(names) != 2 or names[0] == names[1] or not all(isinstance(n, str) and n for n in names):
             raise ValueError(f"reward.names={list(names)} must be two different first names (PersonX, PersonY)")
-        if dtype not in DTYPES:
-            raise ValueError(f"reward.dtype={dtype!r} is not one of {sorted(DTYPES)}")
+        check_dtype(dtype, "reward.dtype")
         self.names, self.max_length, self.batch_size = names, max_length, batch_size
         self.device = resolve_device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)

@@ -21,7 +21,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf.models.logprobs import logprobs_of
-from rlhf.models.policy import DTYPES
+from rlhf.models.policy import DTYPES, check_dtype
 from rlhf.rewards.base import Invalid, Score, last_response
 
 
@@ -89,8 +89,7 @@ class ContrastiveDistill:
 
     def __init__(self, strong: str, weak: str, batch_size: int = 32, dtype: str = "float32",
                  device: str = "cpu") -> None:
-        if dtype not in DTYPES:
-            raise ValueError(f"reward.dtype={dtype!r} is not one of {sorted(DTYPES)}")
+        check_dtype(dtype, "reward.dtype")
         if batch_size < 1:
             raise ValueError(f"reward.batch_size={batch_size} must be at least 1")
         self.strong = MeanLogprob(strong, dtype, device, batch_size)

@@ -17,7 +17,7 @@ from transformers import AutoTokenizer
 
 from rlhf.algos.reward_model import min_over_heads
 from rlhf.data.schema import as_messages
-from rlhf.models.policy import DTYPES
+from rlhf.models.policy import DTYPES, check_dtype
 from rlhf.models.reward_model import GroupRewardModel
 from rlhf.rewards.base import Invalid, Reward, Score, score_checked, valid_scores
 from rlhf.rewards.composite import check_weights, component_scores, weighted_sum
@@ -152,13 +152,15 @@ class SigmoidZScore:
 def fit_statistics(reward: Reward, path: str) -> tuple[float, float]:
     """(mean, population std or 1.0) of `reward` over every response of the samples dataset at `path`."""
     from rlhf.data.loading import load_rows
+    from rlhf.tasks.group_labelling import PAIR_COLUMNS
 
     rows = load_rows(path)
     missing = [c for c in ("prompt", "responses") if c not in rows.column_names]
     if missing:
         raise ValueError(f"fit_path {path!r} has no column {missing[0]!r}: it takes rlhf-generate mode=samples "
                          f"rows (its columns: {rows.column_names})")
-    others = [c for c in rows.column_names if c not in ("prompt", "responses", "scores", "invalid_reasons")]
+    # the row's other columns are its fields, as the pair labelling gives them to the gold
+    others = [c for c in rows.column_names if c != "prompt" and c not in PAIR_COLUMNS["group"]]
     conversations, fields = [], []
     for row in rows:
         for response in row["responses"]:
@@ -193,8 +195,7 @@ class GroupHeadsReward:
     ) -> None:
         if route not in ROUTES:
             raise ValueError(f"reward.route={route!r} is not one of {ROUTES}")
-        if dtype not in DTYPES:
-            raise ValueError(f"reward.dtype={dtype!r} is not one of {sorted(DTYPES)}")
+        check_dtype(dtype, "reward.dtype")
         self.route, self.max_length, self.batch_size = route, max_length, batch_size
         self.device = resolve_device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(path)

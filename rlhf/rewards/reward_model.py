@@ -24,7 +24,7 @@ score. The formats follow the published usage of the models configured in `conf/
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
-from rlhf.models.policy import DTYPES
+from rlhf.models.policy import DTYPES, check_dtype
 from rlhf.rewards.base import Score
 
 FORMATS = ("chat_template", "question_answer", "human_assistant", "oasst", "dialogrpt", "text_pair",
@@ -228,8 +228,7 @@ class SequenceClassifierReward:
                              f"(format={format!r}, pair_field={pair_field!r})")
         if transform not in TRANSFORMS:
             raise ValueError(f"reward.transform={transform!r} is not one of {TRANSFORMS}")
-        if dtype not in DTYPES:
-            raise ValueError(f"reward.dtype={dtype!r} is not one of {sorted(DTYPES)}")
+        check_dtype(dtype, "reward.dtype")
         if max_length < 2:
             raise ValueError(f"reward.max_length={max_length} must be at least 2")
         self.path, self.format, self.transform, self.pair_field = path, format, transform, pair_field

@@ -13,7 +13,7 @@ the model has no other way to load).
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from rlhf.models.policy import DTYPES
+from rlhf.models.policy import DTYPES, check_dtype
 from rlhf.rewards.base import Score
 from rlhf.rewards.reward_model import dialogue, prepare_tokenizer, resolve_device
 
@@ -68,8 +68,7 @@ class ScalarModelReward:
     ) -> None:
         if "{question}" not in template or "{response}" not in template:
             raise ValueError(f"reward.template={template!r} must contain {{question}} and {{response}}")
-        if dtype not in DTYPES:
-            raise ValueError(f"reward.dtype={dtype!r} is not one of {sorted(DTYPES)}")
+        check_dtype(dtype, "reward.dtype")
         self.template, self.max_length, self.batch_size = template, max_length, batch_size
         self.device = resolve_device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, GPT2Model
 
-from rlhf.models.policy import DTYPES
+from rlhf.models.policy import DTYPES, check_dtype
 from rlhf.rewards.base import Score
 from rlhf.rewards.reward_model import dialogue, resolve_device
 
@@ -49,8 +49,7 @@ class ToxiChatSafe:
 
     def __init__(self, path: str, max_length: int = 512, batch_size: int = 16, dtype: str = "float32",
                  device: str | None = None) -> None:
-        if dtype not in DTYPES:
-            raise ValueError(f"reward.dtype={dtype!r} is not one of {sorted(DTYPES)}")
+        check_dtype(dtype, "reward.dtype")
         self.max_length, self.batch_size = max_length, batch_size
         self.device = resolve_device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(path)

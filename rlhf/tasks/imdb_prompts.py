@@ -18,7 +18,6 @@ the bundled files are that command's output.
 """
 
 import argparse
-import json
 import os
 import random
 from pathlib import Path
@@ -62,11 +61,12 @@ def prompt_rows(reviews: list[dict], tokenizer: PreTrainedTokenizerBase, rng: ra
     return rows
 
 
-def write_prompts(out: Path, reviews: str, tokenizer_path: str, seed: int = 0, limit: int | None = None) -> dict:
-    """Write train.jsonl and test.jsonl under `out`; returns the number of rows of each."""
+def write_prompts(out: Path, reviews: str, tokenizer_path: str, seed: int = 0,
+                  limit: int | None = None) -> dict[str, list[dict]]:
+    """Write train.jsonl and test.jsonl under `out`; returns the prompt rows of each split."""
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
     rng = random.Random(seed)
-    counts = {}
+    written = {}
     for split in ("train", "test"):
         folder = Path(reviews) / f"{split}.jsonl"
         rows = load_rows(str(folder) if folder.is_file() else reviews, split=split, limit=limit)
@@ -76,8 +76,8 @@ def write_prompts(out: Path, reviews: str, tokenizer_path: str, seed: int = 0, l
                              f"text and label (found {rows.column_names})")
         prompts = prompt_rows(rows.to_list(), tokenizer, rng, f"{reviews} ({split})")
         write_jsonl(out / f"{split}.jsonl", prompts)
-        counts[split] = len(prompts)
-    return counts
+        written[split] = prompts
+    return written
 
 
 OPENINGS = ["This film", "I watched this movie", "The director", "Honestly, the story", "My friends and I saw it",
@@ -90,12 +90,9 @@ ENDINGS = ["I would watch it again with my family next weekend.", "Skip the sequ
            "The cinematography alone makes the ticket worth it.", "It is a long two hours for what it says."]
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
 def sample_reviews(rng: random.Random, n: int) -> list[dict]:
-    """`n` review-like texts over 200 characters from the phrase lists, labelled by their first adjective."""
+    """`n` review-like texts from the phrase lists (some of 200 characters or fewer, which the prompts leave
+    out), labelled by their first adjective."""
     rows = []
     for _ in range(n):
         adjective = rng.choice(ADJECTIVES)
@@ -113,17 +110,17 @@ def write_samples(out: Path, seed: int = 0) -> None:
     rng = random.Random(seed)
     for folder in ("imdb", "imdb_prompts"):
         (out / folder).mkdir(parents=True, exist_ok=True)
-    write_jsonl(out / "imdb" / "train.jsonl", sample_reviews(rng, 96))
-    write_jsonl(out / "imdb" / "test.jsonl", sample_reviews(rng, 64))
+    reviews = {"train": sample_reviews(rng, 96), "test": sample_reviews(rng, 64)}
+    for split, rows in reviews.items():
+        write_jsonl(out / "imdb" / f"{split}.jsonl", rows)
     cache = Path(os.environ.get("RLHF_CACHE", "~/.cache/rlhf")) / "tiny"  # where policy=tiny keeps it
-    write_prompts(out / "imdb_prompts", str(out / "imdb"), str(tiny_model_path(str(cache))), seed)
-    for split in ("train", "test"):  # each kept review as a prompt and its continuation: the twin's SFT data
-        reviews = [r for r in read_jsonl(out / "imdb" / f"{split}.jsonl") if len(r["text"]) > MIN_REVIEW_CHARS]
-        prompts = read_jsonl(out / "imdb_prompts" / f"{split}.jsonl")
+    written = write_prompts(out / "imdb_prompts", str(out / "imdb"), str(tiny_model_path(str(cache))), seed)
+    for split, prompts in written.items():  # each kept review as a prompt and its continuation: the SFT data
+        kept = [r for r in reviews[split] if len(r["text"]) > MIN_REVIEW_CHARS]
         write_jsonl(out / "imdb_prompts" / f"sft_{split}.jsonl", [
             {"messages": [{"role": "user", "content": p["prompt"]},
                           {"role": "assistant", "content": r["text"].removeprefix(p["prompt"])}]}
-            for r, p in zip(reviews, prompts, strict=True)])
+            for r, p in zip(kept, prompts, strict=True)])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -141,8 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.out is None:
         parser.error("give the output folder (or --samples)")
     args.out.mkdir(parents=True, exist_ok=True)
-    counts = write_prompts(args.out, args.reviews, args.tokenizer, args.seed, args.limit)
-    print(f"wrote {counts['train']} train and {counts['test']} test prompts to {args.out}")
+    written = write_prompts(args.out, args.reviews, args.tokenizer, args.seed, args.limit)
+    print(f"wrote {len(written['train'])} train and {len(written['test'])} test prompts to {args.out}")
 
 
 if __name__ == "__main__":

@@ -2,14 +2,19 @@
 
 Slow next to a dedicated engine but always in sync with the weights being trained, so on-policy rollouts
 need no weight transfer. Prompts are formatted with the tokenizer's chat template and left-padded into
-batches; sampling is seeded per call without touching the caller's RNG stream.
+batches; sampling is seeded per call without touching the caller's RNG stream. Inside `continuing()` (a
+multi-turn rollout), each dialogue's KV cache is kept from one turn to the next (`rlhf.backends.kv_reuse`).
 """
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf.backends.base import Completion
 from rlhf.backends.completions import CompletionDecoder, eos_ids, prompt_ids
+from rlhf.backends.kv_reuse import KeptRow, KVStore, build_cache, cache_arg, conversation_key, keep_rows, log
 
 
 class HFBackend:
@@ -25,6 +30,9 @@ class HFBackend:
     batch_size: prompts per `generate` call, counting each of the `num_samples` repeats.
     synced_gpus: keep generating until every process is done (DeepSpeed ZeRO-3, whose forward passes gather
         the sharded weights from all processes); set by the online loop, not a config key.
+    reuse_cache: inside `continuing()`, keep each row's keys and values for the next call, which then prefills
+        only the ids a continued conversation adds (off: every turn prefills the whole conversation again).
+        The kept caches of one call's rows stay in memory until the next call or the session's end.
     """
 
     in_process_weights = True  # samples the weights being trained
@@ -42,6 +50,7 @@ class HFBackend:
         seed: int = 0,
         batch_size: int = 32,
         synced_gpus: bool = False,
+        reuse_cache: bool = True,
     ) -> None:
         if temperature < 0:
             raise ValueError(f"backend.temperature={temperature} must be >= 0 (0 is greedy)")
@@ -61,6 +70,29 @@ class HFBackend:
         self.eos_ids = eos_ids(model.generation_config, tokenizer)  # generation stops at, and we cut at, any
         self.decode = CompletionDecoder(tokenizer, self.eos_ids, self.stop_strings)
         self.calls = 0
+        self.reuse_cache = reuse_cache
+        self.store: KVStore | None = None
+        self.last_session: dict[str, int] | None = None  # the counts of the latest `continuing()` session
+
+    @contextmanager
+    def continuing(self) -> Iterator[dict[str, int] | None]:
+        """A session of calls whose prompts continue the previous call's conversations (the turns of a
+        rollout): each row's KV cache is kept for the next call. Yields the session's prompt-id counts
+        (`CacheStats.as_dict`, filled in when it ends; also `last_session` afterwards), or None with
+        `reuse_cache` off. A session opened inside another is the outer one. The weights must not change
+        inside a session: the kept caches were computed with them."""
+        if not self.reuse_cache:
+            yield None
+            return
+        if self.store is not None:
+            yield self.last_session
+            return
+        self.store, self.last_session = KVStore(), {}
+        try:
+            yield self.last_session
+        finally:
+            self.last_session.update(self.store.stats.as_dict())
+            self.store = None
 
     def prompt_ids(self, conversation: list[dict]) -> list[int]:
         """The chat-template ids of `conversation` with the assistant generation prompt appended."""
@@ -73,6 +105,17 @@ class HFBackend:
         if num_samples < 1:
             raise ValueError(f"num_samples={num_samples} must be >= 1")
         prompts = [ids for c in conversations for ids in [self.prompt_ids(c)] * num_samples]
+        store = self.store
+        if store is not None:
+            found = [store.lookup(c, ids) for c, ids in zip(conversations, prompts[::num_samples])]
+            reuse = [f for f in found for _ in range(num_samples)]
+            for (_, shared), ids in zip(reuse, prompts):
+                store.stats.reused += shared
+                store.stats.prefilled += len(ids) - shared
+                store.stats.rows += 1
+        else:
+            reuse = [(None, 0)] * len(prompts)
+        keeping = store is not None and store.enabled
         was_training = self.model.training
         self.model.eval()
         # torch.manual_seed reseeds the CPU and every CUDA device, so all of them are forked (none on CPU).
@@ -80,24 +123,54 @@ class HFBackend:
         try:
             with torch.random.fork_rng(devices=devices, device_type="cuda"), torch.no_grad():
                 torch.manual_seed(self.seed + self.calls if seed is None else seed)
-                rows = [
-                    row
-                    for start in range(0, len(prompts), self.batch_size)
-                    for row in self._generate_batch(prompts[start : start + self.batch_size])
-                ]
+                completions, kept = [], []
+                for start in range(0, len(prompts), self.batch_size):
+                    batch, rows = self._generate_batch(prompts[start : start + self.batch_size],
+                                                       reuse[start : start + self.batch_size], keeping)
+                    completions += batch
+                    kept.append(rows)
         finally:
             self.model.train(was_training)
         self.calls += 1
-        completions = [self.decode(row) for row in rows]
+        if keeping:
+            self._keep(store, conversations, num_samples, completions, kept)
         return [completions[i : i + num_samples] for i in range(0, len(completions), num_samples)]
 
-    def _generate_batch(self, prompts: list[list[int]]) -> list[list[int]]:
-        """Left-pad `prompts` and generate; returns each row's new ids, right-padded with pad ids where
-        a row finished before the longest one."""
+    def _keep(self, store: KVStore, conversations: list[list[dict]], num_samples: int,
+              completions: list[Completion], kept: list[list[KeptRow] | None]) -> None:
+        """Replace the session's kept rows with this call's, by prompt and reply text."""
+        if any(rows is None for rows in kept):
+            if store.enabled:
+                log.info("backend.reuse_cache: this model's cache is not made of full-attention layers only; every "
+                         "turn prefills its whole conversation")
+            store.enabled, store.kept = False, {}
+            return
+        rows = [row for chunk in kept for row in chunk]
+        store.kept = {conversation_key(conversations[i // num_samples], completion.text): row
+                      for i, (completion, row) in enumerate(zip(completions, rows))}
+
+    def _generate_batch(self, prompts: list[list[int]],
+                        reuse: list[tuple[KeptRow | None, int]],
+                        keeping: bool) -> tuple[list[Completion], list[KeptRow] | None]:
+        """Generate for `prompts`; returns their completions and, when `keeping`, each row's kept cache.
+
+        Row i's first `reuse[i][1]` ids come from its kept cache: they are left-padded to the longest such
+        prefix, and the ids after them are left-padded after it (all left-padding without reuse)."""
         pad_id = self.tokenizer.pad_token_id
-        width = max(map(len, prompts))
-        input_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts])  # (B, T)
-        attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])  # (B, T)
+        shared = [s for _, s in reuse]
+        past = max(shared)
+        fresh = [p[s:] for p, s in zip(prompts, shared)]
+        new = max(map(len, fresh))
+        width = past + new
+        input_ids = torch.tensor([[pad_id] * (past - s) + p[:s] + [pad_id] * (new - len(f)) + f
+                                  for p, s, f in zip(prompts, shared, fresh)])  # (B, T)
+        attention_mask = torch.tensor([[0] * (past - s) + [1] * s + [0] * (new - len(f)) + [1] * len(f)
+                                       for s, f in zip(shared, fresh)])  # (B, T)
+        extra = {}
+        if past > 0:
+            extra[cache_arg()] = build_cache(reuse, past)
+        if keeping:
+            extra["return_dict_in_generate"] = True
         if self.temperature == 0:
             sampling = dict(do_sample=False)
         else:
@@ -113,5 +186,14 @@ class HFBackend:
             tokenizer=self.tokenizer,
             synced_gpus=self.synced_gpus,
             **sampling,
+            **extra,
         )  # (B, T + N), N <= max_new_tokens
-        return output[:, width:].tolist()
+        sequences = output.sequences if keeping else output
+        completions = [self.decode(row) for row in sequences[:, width:].tolist()]
+        if not keeping:
+            return completions, None
+        cache = getattr(output, cache_arg())
+        length = cache.get_seq_length() if cache is not None else 0
+        covered = [len(p) + max(0, min(len(c.token_ids), length - width)) for p, c in zip(prompts, completions)]
+        return completions, keep_rows(cache, attention_mask.to(sequences.device),
+                                      [p + c.token_ids for p, c in zip(prompts, completions)], covered)

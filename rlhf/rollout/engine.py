@@ -7,10 +7,12 @@ so, the simulator fails (the dialogue is kept, marked failed with the reason), o
 policy turns.
 
 Sampling is seeded per turn from `seed` (`turn_seed`), so the same openings and seed give the same
-dialogues, whatever ran before in the process.
+dialogues, whatever ran before in the process. A backend with a `continuing()` session (the HF backend) keeps
+each dialogue's KV cache from one of its turns to the next for the length of the rollout.
 """
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
@@ -101,8 +103,17 @@ def rollout(
     if any(limit < 1 for limit in limits):
         raise ValueError(f"max_turns must be >= 1, got {min(limits)}")
     dialogues = [Dialogue([dict(m) for m in opening], dict(f), len(opening)) for opening, f in zip(openings, fields)]
-    active = list(range(len(dialogues)))
     bar = tqdm(total=len(dialogues), desc="dialogues", unit="dialogue", disable=not progress, leave=False)
+    with getattr(backend, "continuing", nullcontext)():
+        _turns(backend, user, dialogues, limits, done, reply_to_last, seed, bar)
+    bar.close()
+    return dialogues
+
+
+def _turns(backend: Backend, user: UserSimulator, dialogues: list[Dialogue], limits: list[int],
+           done: DoneCheck | None, reply_to_last: bool, seed: int, bar) -> None:
+    """Advance all dialogues together until each has ended (see `rollout`)."""
+    active = list(range(len(dialogues)))
     for turn in range(max(limits, default=0)):
         if not active:
             break
@@ -113,7 +124,7 @@ def rollout(
             _end(dialogues, [i for i in active if turn == limits[i] - 1], "max_turns", bar)
             active = [i for i in active if turn < limits[i] - 1]
             if not active:
-                break
+                return
         replies = user.respond([dialogues[i].messages for i in active], [dialogues[i].fields for i in active],
                                seed=turn_seed(seed, turn, 1))
         if len(replies) != len(active):
@@ -125,8 +136,6 @@ def rollout(
             else:
                 bar.update(1)
         active = still
-    bar.close()
-    return dialogues
 
 
 def add_user_turn(dialogue: Dialogue, reply: UserTurn, done: DoneCheck | None, last: bool) -> bool:

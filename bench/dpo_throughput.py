@@ -3,6 +3,9 @@
 What is measured (one epoch, same model, data, batch size, max length, learning rate and batch order):
 - ours-dpo:         `fit_offline` with `DPO()` and `reference="precompute"` (one reference pass, no 2nd model)
 - ours-dpo-frozen:  the same with `reference="frozen_copy"` (a frozen copy of the policy runs each step)
+- ours-dpo-shared:  ours-dpo with `pair_forward="shared_prompt"` (each pair's prompt runs once)
+- ours-dpo-split:   ours-dpo with `pair_forward="split"` (chosen, then rejected, under activation checkpointing)
+- ours-dpo-buckets: ours-dpo with `length_buckets=--buckets` (batches of similar lengths; fewer padded positions)
 - ours-sft:         `fit_offline` with `SFT()` on prompt + chosen of the same pairs (batch kind "sequence")
 - ours-sft-2b:      the same with twice the batch size: as many sequences per step as a DPO batch of pairs
 - trl-dpo-precompute: `DPOTrainer` with `precompute_ref_log_probs=True`
@@ -25,7 +28,8 @@ separate prompt / completion cut. Both use fused AdamW (trl by default, ours thr
 Runs use `--threads` torch threads (default 1: on a shared machine, OpenMP threads that lose their core
 make multi-threaded timings several times slower and erratic).
 Checks: our DPO footprint within 1.2x our SFT's (at batch B, and at 2B sequences = a DPO batch's count),
-the same steps / tokens / padding in ours-dpo and trl-dpo-precompute, and our tokens/s >= trl's.
+the same steps / tokens / padding in ours-dpo and trl-dpo-precompute, our tokens/s >= trl's, and per pair_forward its
+loop speed against ours-dpo and trl's loop, and its footprint against SFT's.
 
     python bench/dpo_throughput.py [--pairs 256 --batch-size 8 --max-length 128 --hidden 384 --layers 6 \
                                     --repeats 2]
@@ -44,7 +48,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "synthetic" / "preferences_train.jsonl"
-CONFIGS = ("ours-dpo", "trl-dpo-precompute", "ours-sft", "ours-sft-2b", "ours-dpo-frozen", "trl-dpo")
+CONFIGS = ("ours-dpo", "trl-dpo-precompute", "ours-dpo-shared", "ours-dpo-split", "ours-dpo-buckets", "ours-sft",
+           "ours-sft-2b", "ours-dpo-frozen", "trl-dpo")
+PAIR_FORWARD = {"ours-dpo-shared": "shared_prompt", "ours-dpo-split": "split"}
 TOKENS = ("non-pad tokens of the chosen and rejected sequences (prompt + reply, chat template included; "
           "prompt + chosen for SFT) processed in one epoch, divided by seconds")
 
@@ -112,7 +118,8 @@ def run_ours(args, config: str) -> dict:
     examples = offline.tokenised(task, algo, policy, tokenization)
     setup = time.perf_counter() - start
     train = examples["train"]
-    order = offline.epoch_order(len(train), args.seed, 0)
+    buckets = args.buckets if config == "ours-dpo-buckets" else 0
+    order = offline.epoch_order(len(train), args.seed, 0, None, offline.example_lengths(train), batch_size, buckets)
     if sft:
         lengths = [[len(train.items[i].input_ids)] for i in order]
     else:  # a pair is padded to its batch's longest chosen or rejected sequence, both halves alike
@@ -122,10 +129,11 @@ def run_ours(args, config: str) -> dict:
                             run_dir=run_dir, seed=args.seed, config={}, examples=examples,
                             learning_rate=args.lr, epochs=1, batch_size=batch_size, lr_scheduler="linear",
                             warmup_steps=0, max_grad_norm=1.0, log_every=10**9,
-                            reference="frozen_copy" if config == "ours-dpo-frozen" else "precompute")
+                            reference="frozen_copy" if config == "ours-dpo-frozen" else "precompute",
+                            pair_forward=PAIR_FORWARD.get(config, "joint"), length_buckets=buckets)
         logged = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
         logged = [m for m in logged if "tokens_per_s" in m]  # the loop's own figure, logged at the last step
-    ref_s = marks["ref_end"] - marks["ref_start"] if config == "ours-dpo" else 0.0
+    ref_s = marks["ref_end"] - marks["ref_start"] if not sft and config != "ours-dpo-frozen" else 0.0
     return dict(setup_s=setup, ref_s=ref_s, loop_s=marks["loop_end"] - marks["loop_start"],
                 steps=logged[-1]["step"], examples=len(train), tokens=sum(sum(r) for r in lengths),
                 padded_positions=padded_positions(lengths, batch_size),
@@ -228,6 +236,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (see the docstring)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--buckets", type=int, default=8, help="trainer.length_buckets of ours-dpo-buckets")
     parser.add_argument("--trl-optim", default="adamw_torch_fused", help="trl's default on torch>=2.8")
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "rlhf-bench-models"))
@@ -277,6 +286,18 @@ def main() -> None:
             ratio = results["ours-dpo"]["footprint_mib"] / results[sft]["footprint_mib"]
             name = "dpo_footprint_over_" + sft.removeprefix("ours-").replace("-", "_")
             checks |= {name: round(ratio, 3), f"{name}_within_1.2": ratio <= 1.2}
+    for variant in (*PAIR_FORWARD, "ours-dpo-buckets"):
+        if {"ours-dpo", variant} <= set(configs):
+            name = variant.removeprefix("ours-").replace("-", "_")
+            checks[f"{name}_over_dpo_loop_tokens_per_s"] = round(
+                results[variant]["loop_tokens_per_s"] / results["ours-dpo"]["loop_tokens_per_s"], 3)
+            if "ours-sft" in configs:
+                ratio = results[variant]["footprint_mib"] / results["ours-sft"]["footprint_mib"]
+                checks |= {f"{name}_footprint_over_sft": round(ratio, 3), f"{name}_footprint_within_1.2": ratio <= 1.2}
+        if {variant, "trl-dpo-precompute"} <= set(configs):
+            name = variant.removeprefix("ours-").replace("-", "_")
+            checks[f"{name}_over_trl_loop_tokens_per_s"] = round(
+                results[variant]["loop_tokens_per_s"] / results["trl-dpo-precompute"]["loop_tokens_per_s"], 3)
     if {"ours-dpo", "trl-dpo-precompute"} <= set(configs):
         ours, theirs = results["ours-dpo"], results["trl-dpo-precompute"]
         same = all(ours[k] == theirs[k] for k in ("steps", "tokens", "padded_positions"))

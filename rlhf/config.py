@@ -79,7 +79,7 @@ RESULTS = ("checkpoints", "final_metrics.json", "chunks", "eval.json", "dataset"
 # elsewhere resumes; conf/run_dirs.yaml keeps
 # them out of the run directory's name too)
 UNCHECKED = ("run_dir", "logger", "launcher", "resume", "trainer.log_every", "trainer.eval_every", "trainer.checkpoint_every",
-             "trainer.keep_checkpoints", "push_to_hub", "push_private")
+             "trainer.keep_checkpoints", "push_to_hub", "push_private", "num_threads")
 
 
 def flat(config, prefix: str = "") -> dict[str, object]:
@@ -282,6 +282,28 @@ def hydra_output_dir(cfg: DictConfig) -> Path | None:
             return None
 
 
+def cpu_threads(setting: int | None) -> int:
+    """torch's CPU threads for `num_threads`: the setting, or (null) the CPUs this process may run on
+    (`os.sched_getaffinity`), at most SLURM_CPUS_PER_TASK inside a SLURM job (a cluster that does not bind
+    a job to its CPUs shows it all of the node's, and jobs sharing a node would then oversubscribe it)."""
+    if setting is not None:
+        if setting < 1:
+            raise ValueError(f"num_threads={setting} must be >= 1 (or null: the CPUs this process may use)")
+        return setting
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    return min(cpus, int(slurm)) if slurm.isdigit() and int(slurm) > 0 else cpus
+
+
+def set_threads(setting: int | None) -> None:
+    import torch
+
+    threads = cpu_threads(setting)
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    log.info("torch uses %d CPU threads (num_threads=%s)", threads, setting)
+
+
 def prepare_run(cfg: DictConfig) -> dict:
     """Seed Python, NumPy and torch with `cfg.seed` (before any model is built, so e.g. LoRA initialisation
     is reproducible), resolve `cfg`, write it (secrets redacted) to `<run_dir>/config.yaml` atomically, and
@@ -298,6 +320,7 @@ def prepare_run(cfg: DictConfig) -> dict:
     check_settings(config)
     from accelerate.utils import set_seed
 
+    set_threads(config.get("num_threads"))
     set_seed(cfg.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     check_same_settings(run_dir, config)

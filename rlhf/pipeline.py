@@ -106,9 +106,9 @@ def stage_results(folder: Path) -> dict[str, float]:
     return {}
 
 
-def run_stages(*, stages: dict, run_dir: str, resume: str = "check") -> dict[str, float]:
-    """Run the stages in order (module docstring), each under the experiment's `resume`; returns and writes
-    `final_metrics.json`: every stage's results as `<stage>/<metric>`."""
+def run_stages(*, stages: dict, run_dir: str, resume: str = "check", num_threads: int | None = None) -> dict[str, float]:
+    """Run the stages in order (module docstring), each under the experiment's `resume` and `num_threads`
+    (where set); returns and writes `final_metrics.json`: every stage's results as `<stage>/<metric>`."""
     run_dir = Path(run_dir)
     commands = check_stages(stages, run_dir)
     progress_file = run_dir / "stages.json"
@@ -117,7 +117,9 @@ def run_stages(*, stages: dict, run_dir: str, resume: str = "check") -> dict[str
     for k, (name, overrides) in enumerate(commands.items(), start=1):  # the stages not left out
         folder = run_dir / name
         command = [sys.executable, "-m", ENTRYPOINTS[stages[name]["run"]], *overrides, f"resume={resume}",
-                   f"hydra.run.dir={override_value(str(folder))}"]
+                   f"hydra.run.dir={override_value(str(folder))}",
+                   *([f"num_threads={num_threads}"] if num_threads is not None and
+                     not any(o.startswith("num_threads=") for o in overrides) else [])]
         shown = " ".join(["rlhf-" + stages[name]["run"], *command[3:]])
         if progress.get(name, {}).get("overrides") == overrides:
             log.info("stage %d/%d %s: done (%s)", k, len(commands), name, folder)

@@ -21,7 +21,8 @@ def main(cfg: DictConfig) -> float:
     if cfg.stages:  # an experiment of several runs, each a child process (rlhf/pipeline.py)
         from rlhf.pipeline import run_stages
 
-        result = run_stages(stages=config["stages"], run_dir=cfg.run_dir, resume=cfg.resume)
+        result = run_stages(stages=config["stages"], run_dir=cfg.run_dir, resume=cfg.resume,
+                            num_threads=cfg.num_threads)
         return result.get(cfg.objective, math.nan)
     task = build(cfg.task)  # loads and validates the data before any model
     algo = build(cfg.algo)

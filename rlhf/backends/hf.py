@@ -14,7 +14,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf.backends.base import Completion
 from rlhf.backends.completions import CompletionDecoder, eos_ids, prompt_ids
-from rlhf.backends.kv_reuse import KeptRow, KVStore, build_cache, cache_arg, conversation_key, keep_rows, log
+from rlhf.backends.kv_reuse import KeptRow, KVStore, build_cache, conversation_key, keep_rows, log
+from rlhf.models.kv import cache_arg
 
 
 class HFBackend:

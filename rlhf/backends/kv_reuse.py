@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
+from rlhf.models.kv import plain_layers
+
 log = logging.getLogger(__name__)
 
 
@@ -97,22 +99,6 @@ class KVStore:
                          "earlier turn, or a reply's ids re-encode differently): %d of its %d ids reused, the rest "
                          "prefilled again", shared, len(row.ids))
         return row, shared
-
-
-def cache_arg() -> str:
-    """The name `generate` takes a cache under and returns it as: `cache` from transformers 5, before it
-    `past_key_values`."""
-    from transformers.generation.utils import GenerateDecoderOnlyOutput
-    return "cache" if "cache" in GenerateDecoderOnlyOutput.__dataclass_fields__ else "past_key_values"
-
-
-def plain_layers(cache) -> list | None:
-    """The cache's layers when all are plain full-attention `DynamicLayer`s, else None."""
-    from transformers.cache_utils import DynamicLayer
-    layers = getattr(cache, "layers", None)
-    if not layers or any(type(layer) is not DynamicLayer or getattr(layer, "keys", None) is None for layer in layers):
-        return None
-    return layers
 
 
 def build_cache(rows: list[tuple[KeptRow | None, int]], width: int, like: torch.Tensor | None = None) -> DynamicCache:

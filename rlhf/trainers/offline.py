@@ -38,6 +38,7 @@ from rlhf.data.examples import Examples, build_examples
 from rlhf.data.tokenize import Tokenization
 from rlhf.eval.reward_eval import BackendFactory, RewardEvaluator
 from rlhf.logging import JsonlLogger, Logger
+from rlhf.models.pair_logps import PAIR_FORWARDS
 from rlhf.models.policy import Policy
 from rlhf.models.value_model import PolicyWithValueHead
 from rlhf.rewards.base import Reward
@@ -92,13 +93,36 @@ def make_accelerator(gradient_accumulation_steps: int, mixed_precision: str) -> 
                        mixed_precision=mixed_precision, **kwargs)
 
 
-def epoch_order(n: int, seed: int, epoch: int, weights: torch.Tensor | None = None) -> list[int]:
+def epoch_order(n: int, seed: int, epoch: int, weights: torch.Tensor | None = None,
+                lengths: list[int] | None = None, batch: int = 0, window: int = 0) -> list[int]:
     """The example order of an epoch, the same on every process and after every resume: a permutation, or
-    with `weights` n draws with replacement in proportion to them (priority sampling)."""
+    with `weights` n draws with replacement in proportion to them (priority sampling).
+
+    With `lengths` and `window` > 0 (`trainer.length_buckets`): the drawn order is cut into windows of
+    `window` batches of `batch` examples, each window is sorted by length and cut into batches, and the full
+    batches are shuffled (a last partial one stays last, so the batches of an epoch keep their boundaries).
+    Examples of similar length share a batch, so less of it is padding; which examples an epoch sees is the
+    same, only their grouping and order change."""
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     if weights is None:
-        return torch.randperm(n, generator=generator).tolist()
-    return torch.multinomial(weights, n, replacement=True, generator=generator).tolist()
+        order = torch.randperm(n, generator=generator).tolist()
+    else:
+        order = torch.multinomial(weights, n, replacement=True, generator=generator).tolist()
+    if lengths is None or window <= 0 or batch <= 0:
+        return order
+    batches = []
+    for start in range(0, len(order), batch * window):
+        part = sorted(order[start:start + batch * window], key=lambda i: lengths[i])
+        batches += [part[j:j + batch] for j in range(0, len(part), batch)]
+    tail = batches.pop() if len(batches[-1]) < batch else []
+    shuffled = [batches[b] for b in torch.randperm(len(batches), generator=generator).tolist()]
+    return [i for b in shuffled for i in b] + tail
+
+
+def example_lengths(examples: Examples) -> list[int]:
+    """Each example's padded length in a batch: its sequence's, a pair's longer reply's, a group's longest."""
+    return [len(item.input_ids) if hasattr(item, "input_ids") else max(len(s.input_ids) for s in item)
+            for item in examples.items]
 
 
 def tokenised(task: DatasetTask, algo, policy: Policy, tokenization: Tokenization,
@@ -175,6 +199,8 @@ def fit_offline(
     log_every: int = 10,
     mixed_precision: str = "no",
     reference: str = "precompute",
+    pair_forward: str = "joint",
+    length_buckets: int = 0,
 ) -> dict[str, float]:
     """Train `policy` with `algo` on `task.train`; returns the final metrics (also in final_metrics.json).
 
@@ -183,7 +209,15 @@ def fit_offline(
     probabilities of the train examples (default: each example once per epoch, shuffled).
     batch_size is per process; one optimizer step sees batch_size x processes x gradient_accumulation_steps
     examples. eval_every / checkpoint_every are in optimizer steps (0 = only at the end).
+    pair_forward: how preference pairs run through the policy: "joint", "split" or "shared_prompt"
+    (`rlhf.models.pair_logps`); the same losses, other speed and memory.
+    length_buckets: group examples of similar length into batches, within windows of this many batches of
+    the shuffled order (`epoch_order`); 0 = off.
     """
+    if length_buckets < 0:
+        raise ValueError(f"trainer.length_buckets={length_buckets} must be >= 0 (0 is off)")
+    if pair_forward not in PAIR_FORWARDS:
+        raise ValueError(f"trainer.pair_forward={pair_forward!r}: expected one of {', '.join(PAIR_FORWARDS)}")
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"trainer.max_steps={max_steps} must be >= 1 (or null: trainer.epochs epochs)")
     run_dir = Path(run_dir)
@@ -255,7 +289,7 @@ def fit_offline(
             ex, averages = examples["eval"], Averages()
             for start in range(0, len(ex), batch_size):
                 batch = ex.batch(list(range(start, min(start + batch_size, len(ex))))).to(accelerator.device)
-                loss, m = compute_loss(algo, model, batch, ref, "eval")
+                loss, m = compute_loss(algo, model, batch, ref, "eval", pair_forward)
                 averages.add({f"eval/{k}": v for k, v in {"loss": loss, **m}.items()})
             metrics |= averages.means()
         if evaluate is not None:
@@ -271,13 +305,16 @@ def fit_offline(
     micro, window, started, tokens = step * gradient_accumulation_steps, Averages(), time.perf_counter(), 0
     preemption = Preemption()
     averaged: dict[str, float] = {}
+    lengths, orders = example_lengths(train) if length_buckets else None, {}
     while step < total:
         epoch, position = divmod(micro, len(train) // per_micro)
-        order = epoch_order(len(train), seed, epoch, sample_weights)
+        if epoch not in orders:
+            orders = {epoch: epoch_order(len(train), seed, epoch, sample_weights, lengths, per_micro, length_buckets)}
+        order = orders[epoch]
         first = position * per_micro + accelerator.process_index * batch_size
         batch = train.batch(order[first:first + batch_size]).to(accelerator.device)
         with accelerator.accumulate(model):
-            loss, metrics = compute_loss(algo, model, batch, ref, "train")
+            loss, metrics = compute_loss(algo, model, batch, ref, "train", pair_forward)
             accelerator.backward(loss)
             if accelerator.sync_gradients:
                 grad_norm = accelerator.clip_grad_norm_(params, max_grad_norm)  # None: DeepSpeed has none

@@ -25,7 +25,8 @@ from torch import Tensor
 from transformers import PreTrainedModel
 
 from rlhf.data.batch import PairBatch, SequenceBatch
-from rlhf.models.logprobs import response_window, sequence_logps, token_logprobs, windowed_logprobs
+from rlhf.models.logprobs import response_window, token_logprobs, windowed_logprobs
+from rlhf.models.pair_logps import pair_logps
 
 Batch = SequenceBatch | PairBatch
 Reference = Callable[[Batch, str], dict[str, Tensor]]
@@ -39,9 +40,10 @@ def sequence_outputs(model: PreTrainedModel, batch: SequenceBatch, temperature: 
     return {"logprobs": token_logprobs(model, batch, temperature)}  # (B, T-1)
 
 
-def pair_outputs(model: PreTrainedModel, batch: PairBatch, temperature: float) -> dict[str, Tensor]:
+def pair_outputs(model: PreTrainedModel, batch: PairBatch, temperature: float,
+                 pair_forward: str = "joint") -> dict[str, Tensor]:
     B = batch.index.shape[0]
-    logps, lengths = sequence_logps(model, batch.concatenated(), temperature)  # (2B,) each, chosen first
+    logps, lengths = pair_logps(model, batch, temperature, pair_forward)  # (2B,) each, chosen first
     return {"chosen_logps": logps[:B], "rejected_logps": logps[B:],
             "chosen_lengths": lengths[:B], "rejected_lengths": lengths[B:]}
 
@@ -67,12 +69,13 @@ REFERENCE_OUTPUTS = {"sequence": ("logprobs",), "group": ("logprobs",), "pair": 
 PER_TOKEN_KINDS = ("sequence", "group", "rollout")
 
 
-def loss_inputs(algo, model, batch: Batch, reference: Reference | None,
-                split: str) -> tuple[dict[str, Tensor | None], dict[str, Tensor]]:
+def loss_inputs(algo, model, batch: Batch, reference: Reference | None, split: str,
+                pair_forward: str = "joint") -> tuple[dict[str, Tensor | None], dict[str, Tensor]]:
     """The tensors a loss may take for `batch`, and the metrics of computing them (the algorithm's
-    `targets`, where its batch kind has them)."""
+    `targets`, where its batch kind has them). pair_forward: how pairs run (`rlhf.models.pair_logps`)."""
     kind = algo.batch_kind
-    inputs = OUTPUTS[kind](model, batch, logprob_temperature(algo)) | batch.fields
+    extra = {"pair_forward": pair_forward} if kind == "pair" else {}
+    inputs = OUTPUTS[kind](model, batch, logprob_temperature(algo), **extra) | batch.fields
     if kind in PER_TOKEN_KINDS:
         inputs["response_mask"] = batch.response_mask[:, 1:]  # a token's log-prob sits one position before it
     if kind in ("group", "rollout"):
@@ -114,7 +117,7 @@ def call_with(algo, method: Callable, inputs: dict[str, Tensor | None]):
     return method(**kwargs)
 
 
-def compute_loss(algo, model, batch: Batch, reference: Reference | None, split: str):
-    inputs, metrics = loss_inputs(algo, model, batch, reference, split)
+def compute_loss(algo, model, batch: Batch, reference: Reference | None, split: str, pair_forward: str = "joint"):
+    inputs, metrics = loss_inputs(algo, model, batch, reference, split, pair_forward)
     loss, loss_metrics = call_loss(algo, inputs)
     return loss, metrics | loss_metrics

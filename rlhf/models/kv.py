@@ -1,0 +1,18 @@
+"""What the KV-cache users (kept dialogue caches, shared-prompt pair forwards) ask of a transformers cache."""
+
+
+def plain_layers(cache) -> list | None:
+    """The cache's layers when all are plain full-attention `DynamicLayer`s holding keys, else None (sliding
+    window and recurrent layers keep something other than every position's keys and values)."""
+    from transformers.cache_utils import DynamicLayer
+    layers = getattr(cache, "layers", None)
+    if not layers or any(type(layer) is not DynamicLayer or getattr(layer, "keys", None) is None for layer in layers):
+        return None
+    return layers
+
+
+def cache_arg() -> str:
+    """The name models and `generate` take a cache under and return it as: `cache` from transformers 5, before it
+    `past_key_values`."""
+    from transformers.generation.utils import GenerateDecoderOnlyOutput
+    return "cache" if "cache" in GenerateDecoderOnlyOutput.__dataclass_fields__ else "past_key_values"

@@ -9,12 +9,13 @@ import torch
 
 from rlhf.algos.dpo import DPO
 from rlhf.data.batch import collate_pairs
-from rlhf.data.tokenize import TokenizedSequence, Tokenization
+from rlhf.data.tokenize import Tokenization, TokenizedSequence
 from rlhf.logging import NoLogger
 from rlhf.models.pair_logps import pair_logps
 from rlhf.models.policy import load_policy
 from rlhf.tasks.dataset import DatasetTask
 from rlhf.trainers.offline import fit_offline, tokenised
+
 PAIRS = str(Path(__file__).resolve().parents[2] / "data" / "synthetic" / "preferences_train.jsonl")
 
 

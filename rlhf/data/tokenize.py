@@ -8,6 +8,7 @@ prefixes of the conversation, so any chat template works as long as it renders a
 as a prefix of its tokens (checked, with a clear error when a template does not).
 """
 
+import json
 from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
@@ -54,23 +55,40 @@ def _template(tokenizer: PreTrainedTokenizerBase, messages: list[dict], generati
     )
 
 
+class Renders:
+    """Chat-template renders of conversation prefixes, kept for the sequences of one row: a preference pair's
+    chosen and rejected share their prompt's renders, so each is rendered once."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.tokenizer, self.kept = tokenizer, {}
+
+    def __call__(self, messages: list[dict], generation_prompt: bool) -> list[int]:
+        key = (json.dumps(messages, sort_keys=True, default=str), generation_prompt)
+        if key not in self.kept:
+            self.kept[key] = _template(self.tokenizer, messages, generation_prompt)
+        return self.kept[key]
+
+
 def tokenize_conversation(
-    tokenizer: PreTrainedTokenizerBase, messages: list[dict], train_from_turn: int = 0
+    tokenizer: PreTrainedTokenizerBase, messages: list[dict], train_from_turn: int = 0,
+    renders: Renders | None = None,
 ) -> TokenizedSequence:
     """Tokens of `messages` with the turn index of every assistant token.
 
     Assistant turns numbered below `train_from_turn` are context (turn id -1), e.g. the earlier assistant
     turns of a preference pair's prompt. A turn's span is its content and the end-of-turn (eos) token;
-    template tokens after the eos (such as a newline) are not part of it.
+    template tokens after the eos (such as a newline) are not part of it. `renders`: prefix renders shared
+    with other sequences of the same row.
     """
-    input_ids = _template(tokenizer, messages, generation_prompt=False)
+    render = renders or Renders(tokenizer)
+    input_ids = list(render(messages, generation_prompt=False))
     turn_ids = [-1] * len(input_ids)
     turn = 0
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        prompt = _template(tokenizer, messages[:i], generation_prompt=True)
-        upto = _template(tokenizer, messages[: i + 1], generation_prompt=False)
+        prompt = render(messages[:i], generation_prompt=True)
+        upto = render(messages[: i + 1], generation_prompt=False)
         # Both the prompt (with the generation prompt) and the conversation up to this reply must be prefixes,
         # or the span start is silently off (e.g. a generation prompt "<|assistant|>\n" over a reply rendered
         # as "<|assistant|>{content}" would cut the reply's first token from the mask).
@@ -109,10 +127,11 @@ def tokenize_pair(
     """The chosen and rejected sequences of a preference row (prompt turns are context), or None if dropped."""
     prompt = as_messages(row["prompt"], "user")
     context_turns = sum(m["role"] == "assistant" for m in prompt)
-    pair = []
+    pair, renders = [], Renders(tokenizer)
     for column in ("chosen", "rejected"):
         messages = prompt + as_messages(row[column], "assistant")
-        sequence = truncate(tokenize_conversation(tokenizer, messages, context_turns), spec, f"{where} ({column})")
+        sequence = truncate(tokenize_conversation(tokenizer, messages, context_turns, renders), spec,
+                            f"{where} ({column})")
         if sequence is None:
             return None
         pair.append(sequence)

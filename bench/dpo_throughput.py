@@ -6,6 +6,7 @@ What is measured (one epoch, same model, data, batch size, max length, learning 
 - ours-dpo-shared:  ours-dpo with `pair_forward="shared_prompt"` (each pair's prompt runs once)
 - ours-dpo-split:   ours-dpo with `pair_forward="split"` (chosen, then rejected, under activation checkpointing)
 - ours-dpo-buckets: ours-dpo with `length_buckets=--buckets` (batches of similar lengths; fewer padded positions)
+- ours-dpo-shared-buckets: both
 - ours-sft:         `fit_offline` with `SFT()` on prompt + chosen of the same pairs (batch kind "sequence")
 - ours-sft-2b:      the same with twice the batch size: as many sequences per step as a DPO batch of pairs
 - trl-dpo-precompute: `DPOTrainer` with `precompute_ref_log_probs=True`
@@ -48,9 +49,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "synthetic" / "preferences_train.jsonl"
-CONFIGS = ("ours-dpo", "trl-dpo-precompute", "ours-dpo-shared", "ours-dpo-split", "ours-dpo-buckets", "ours-sft",
-           "ours-sft-2b", "ours-dpo-frozen", "trl-dpo")
-PAIR_FORWARD = {"ours-dpo-shared": "shared_prompt", "ours-dpo-split": "split"}
+CONFIGS = ("ours-dpo", "trl-dpo-precompute", "ours-dpo-shared", "ours-dpo-split", "ours-dpo-buckets",
+           "ours-dpo-shared-buckets", "ours-sft", "ours-sft-2b", "ours-dpo-frozen", "trl-dpo")
+PAIR_FORWARD = {"ours-dpo-shared": "shared_prompt", "ours-dpo-split": "split", "ours-dpo-shared-buckets": "shared_prompt"}
 TOKENS = ("non-pad tokens of the chosen and rejected sequences (prompt + reply, chat template included; "
           "prompt + chosen for SFT) processed in one epoch, divided by seconds")
 
@@ -118,7 +119,7 @@ def run_ours(args, config: str) -> dict:
     examples = offline.tokenised(task, algo, policy, tokenization)
     setup = time.perf_counter() - start
     train = examples["train"]
-    buckets = args.buckets if config == "ours-dpo-buckets" else 0
+    buckets = args.buckets if config.endswith("-buckets") else 0
     order = offline.epoch_order(len(train), args.seed, 0, None, offline.example_lengths(train), batch_size, buckets)
     if sft:
         lengths = [[len(train.items[i].input_ids)] for i in order]
@@ -286,7 +287,7 @@ def main() -> None:
             ratio = results["ours-dpo"]["footprint_mib"] / results[sft]["footprint_mib"]
             name = "dpo_footprint_over_" + sft.removeprefix("ours-").replace("-", "_")
             checks |= {name: round(ratio, 3), f"{name}_within_1.2": ratio <= 1.2}
-    for variant in (*PAIR_FORWARD, "ours-dpo-buckets"):
+    for variant in (*PAIR_FORWARD, "ours-dpo-buckets"):  # each lever alone, and shared prompt with buckets
         if {"ours-dpo", variant} <= set(configs):
             name = variant.removeprefix("ours-").replace("-", "_")
             checks[f"{name}_over_dpo_loop_tokens_per_s"] = round(

@@ -46,7 +46,7 @@ def pair_logps(model, batch: PairBatch, temperature: float, forward: str = "join
             out = _shared_prompt_logps(model, batch, temperature)
             if out is not None:
                 return out
-            why = "its cache is not made of full-attention layers only"
+            why = "its cache is not made of full-attention layers only, or its forward does not take one"
         if why not in _warned:
             _warned.add(why)
             log.info("trainer.pair_forward=shared_prompt runs as joint: %s", why)
@@ -110,6 +110,8 @@ def _shared_prompt_logps(model, batch: PairBatch, temperature: float) -> tuple[T
     mask = torch.cat([prefix_mask.repeat(2, 1), keep.long()], dim=1)  # (2B, P + R), a gap after short prompts
     out = model(input_ids=ids, attention_mask=mask, position_ids=index, use_cache=True,
                 **{cache_arg(): doubled})
+    if doubled.get_seq_length() != P + R:  # the forward did not continue from the cache it was given
+        return None
     logprobs = logprobs_of(out.logits, ids, temperature)  # (2B, R-1)
     response = response[:, 1:]
     return (logprobs * response).sum(-1), response.sum(-1)

@@ -199,6 +199,7 @@ def fit_offline(
     log_every: int = 10,
     mixed_precision: str = "no",
     reference: str = "precompute",
+    reference_cache: str | None = None,
     pair_forward: str = "joint",
     length_buckets: int = 0,
 ) -> dict[str, float]:
@@ -209,6 +210,8 @@ def fit_offline(
     probabilities of the train examples (default: each example once per epoch, shuffled).
     batch_size is per process; one optimizer step sees batch_size x processes x gradient_accumulation_steps
     examples. eval_every / checkpoint_every are in optimizer steps (0 = only at the end).
+    reference_cache: a folder where precomputed reference outputs are also kept for other runs with the same
+    examples and initial weights (None: only in the run directory).
     pair_forward: how preference pairs run through the policy: "joint", "split" or "shared_prompt"
     (`rlhf.models.pair_logps`); the same losses, other speed and memory.
     length_buckets: group examples of similar length into batches, within windows of this many batches of
@@ -240,7 +243,7 @@ def fit_offline(
     if algo.needs_reference:
         with accelerator.main_process_first():  # the main process writes the cache, the others read it
             ref = make_reference(reference, policy, examples, algo.batch_kind, logprob_temperature(algo),
-                                 run_dir, batch_size)
+                                 run_dir, batch_size, reference_cache)
     evaluate = None
     if algo.batch_kind in GENERATIVE_KINDS and task.eval is not None and backend is not None and reward is not None:
         evaluate = RewardEvaluator(backend, reward, task.eval_prompts())

@@ -3,6 +3,8 @@
 - "precompute": one pass of the initial policy over the data before training; its outputs are cached in the
   run directory under a fingerprint of policy, data, temperature and the hardware/software stack (recomputed
   when any of them changes, never from trained weights on resume), and no second model stays in memory.
+  With a shared folder (`trainer.reference_cache`) they are also kept there under that fingerprint and the
+  initial weights' bytes, so the jobs of a sweep over other settings compute them once.
 - "frozen_copy": a deep copy of the initial policy, frozen, run next to the trained one.
 - "disabled_adapter": the trained model itself with its LoRA adapter switched off (LoRA only).
 
@@ -11,8 +13,10 @@ A reference returns, for a batch, the outputs named in `REFERENCE_OUTPUTS` of it
 """
 
 import copy
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import platform
 from contextlib import nullcontext
@@ -27,6 +31,8 @@ from tqdm.auto import tqdm
 from rlhf.data.examples import Examples
 from rlhf.models.policy import Policy
 from rlhf.trainers.steps import OUTPUTS, PER_TOKEN_KINDS, REFERENCE_OUTPUTS, Batch
+
+log = logging.getLogger(__name__)
 
 MODES = ("precompute", "frozen_copy", "disabled_adapter")
 
@@ -105,41 +111,78 @@ def _compute(reference: ModelReference, ex: Examples, batch_size: int, device, p
 
 
 def precompute(policy: Policy, examples: dict[str, Examples], kind: str, temperature: float, cache: Path,
-               batch_size: int) -> PrecomputedReference:
-    """Reference tables for every split, loaded from `cache` when it was written for the same inputs."""
+               batch_size: int, shared: Path | None = None) -> PrecomputedReference:
+    """Reference tables for every split, loaded from `cache` (the run's) when it was written for the same
+    inputs, else from `shared` (a folder other runs use too) when a run with the same inputs and the same
+    initial weights (their bytes, not their path) wrote them there, else computed and written to both. Runs
+    that start together wait for the first to compute (a file lock), then read its tables."""
     per_token = kind in PER_TOKEN_KINDS
     fingerprint = _fingerprint(policy, examples, kind, temperature)
     meta = cache.with_suffix(".json")
     if cache.exists() and meta.exists() and json.loads(meta.read_text())["fingerprint"] == fingerprint:
-        flat = load_file(cache)
-        tables: dict = {}
-        for key, value in flat.items():
-            split, name, part = key.split("/")
-            tables.setdefault(split, {}).setdefault(name, {})[part] = value
-        return PrecomputedReference({s: {n: (p["values"], p["offsets"]) for n, p in t.items()} for s, t in tables.items()},
-                                    per_token)
+        return PrecomputedReference(_read(cache), per_token)
+    if shared is None:
+        return _computed(policy, examples, kind, temperature, batch_size, cache, fingerprint)
+    from rlhf.rollout.chunks import weights_fingerprint
+
+    shared = shared.expanduser()
+    shared.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(f"{fingerprint}:{weights_fingerprint(policy.model)}".encode()).hexdigest()[:32]
+    stored = shared / f"{key}.safetensors"
+    with open(shared / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        if stored.exists():
+            log.info("reference outputs of these weights and examples: %s (trainer.reference_cache)", stored)
+            tables = _read(stored)
+            _write(tables, cache)
+            meta.write_text(json.dumps({"fingerprint": fingerprint, "stack": stack_fingerprint()}))
+            return PrecomputedReference(tables, per_token)
+        reference = _computed(policy, examples, kind, temperature, batch_size, cache, fingerprint)
+        _write(reference.tables, stored)
+    return reference
+
+
+def _computed(policy: Policy, examples: dict[str, Examples], kind: str, temperature: float, batch_size: int,
+              cache: Path, fingerprint: str) -> PrecomputedReference:
+    """One pass of the policy over every split, written to `cache` with its fingerprint."""
+    per_token = kind in PER_TOKEN_KINDS
     reference = ModelReference(policy.model, kind, temperature, disable_adapter=policy.has_adapter)
     was_training = policy.model.training
     policy.model.eval()
     device = next(policy.model.parameters()).device
     tables = {split: _compute(reference, ex, batch_size, device, per_token, split) for split, ex in examples.items()}
     policy.model.train(was_training)
-    flat = {f"{s}/{n}/{part}": t for s, named in tables.items() for n, (v, o) in named.items()
-            for part, t in (("values", v), ("offsets", o))}
-    tmp = cache.with_suffix(".tmp")
-    save_file(flat, tmp)
-    os.replace(tmp, cache)
-    meta.write_text(json.dumps({"fingerprint": fingerprint, "stack": stack_fingerprint()}))
+    _write(tables, cache)
+    cache.with_suffix(".json").write_text(json.dumps({"fingerprint": fingerprint, "stack": stack_fingerprint()}))
     return PrecomputedReference(tables, per_token)
 
 
+def _read(path: Path) -> dict[str, dict[str, tuple[Tensor, Tensor]]]:
+    tables: dict = {}
+    for key, value in load_file(path).items():
+        split, name, part = key.split("/")
+        tables.setdefault(split, {}).setdefault(name, {})[part] = value
+    return {s: {n: (p["values"], p["offsets"]) for n, p in t.items()} for s, t in tables.items()}
+
+
+def _write(tables: dict[str, dict[str, tuple[Tensor, Tensor]]], path: Path) -> None:
+    """Atomically: a reader sees the whole file or none."""
+    flat = {f"{s}/{n}/{part}": t for s, named in tables.items() for n, (v, o) in named.items()
+            for part, t in (("values", v), ("offsets", o))}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file(flat, tmp)
+    os.replace(tmp, path)
+
+
 def make_reference(mode: str, policy: Policy, examples: dict[str, Examples], kind: str, temperature: float,
-                   run_dir: Path, batch_size: int):
-    """The reference for `mode` (see module docstring); call before any checkpoint is loaded."""
+                   run_dir: Path, batch_size: int, shared: str | None = None):
+    """The reference for `mode` (see module docstring); call before any checkpoint is loaded. shared: the
+    folder precomputed outputs are also kept in for other runs (`trainer.reference_cache`; None: the run's only)."""
     if mode not in MODES:
         raise ValueError(f"trainer.reference={mode!r} is not one of {MODES}")
     if mode == "precompute":
-        return precompute(policy, examples, kind, temperature, run_dir / "reference_outputs.safetensors", batch_size)
+        return precompute(policy, examples, kind, temperature, run_dir / "reference_outputs.safetensors", batch_size,
+                          Path(shared) if shared else None)
     if mode == "disabled_adapter":
         if not policy.has_adapter:
             raise ValueError("trainer.reference=disabled_adapter needs a LoRA policy (set policy.lora)")

@@ -112,3 +112,21 @@ def test_dpo_training_is_the_same_with_every_pair_forward(tiny_path, tmp_path):
     for forward in ("split", "shared_prompt"):
         assert finals[forward][0] == pytest.approx(finals["joint"][0], abs=1e-4)
         torch.testing.assert_close(finals[forward][1], finals["joint"][1], rtol=0, atol=1e-4)
+
+
+def test_a_forward_that_ignores_the_cache_runs_joint(tiny_path, batch, caplog, monkeypatch):
+    """Never log-probs of replies without their prompt: a model whose forward drops the cache is detected."""
+    from rlhf.models.kv import cache_arg
+
+    model = load_policy(tiny_path).model
+    forward = model.forward
+
+    def dropping(*args, **kwargs):
+        kwargs.pop(cache_arg(), None)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", dropping)
+    with caplog.at_level("INFO", logger="rlhf.models.pair_logps"):
+        shared = logps_and_grads(model, batch, "shared_prompt")
+    assert "does not take one" in caplog.text
+    torch.testing.assert_close(shared[0], logps_and_grads(model, batch, "joint")[0], rtol=0, atol=1e-5)

@@ -157,3 +157,43 @@ def test_precomputed_reference_is_recomputed_when_the_stack_changes(tiny_path, t
     assert torch.equal(table(), first)  # same stack: reused
     monkeypatch.setattr(module, "stack_fingerprint", lambda: {"torch": "another", "device": "gpu"})
     assert not torch.allclose(table(), first)  # another stack: recomputed (here from the moved weights)
+
+
+def test_shared_reference_cache_is_keyed_by_the_weights_bytes_and_computed_once(tiny_path, tmp_path, monkeypatch):
+    """trainer.reference_cache: runs with the same examples and initial weights compute the outputs once, also
+    when they start together; other weights at the same path are computed afresh."""
+    import threading
+
+    from rlhf.trainers import reference as module
+
+    computed = []
+    compute = module._compute
+
+    def counted(*args, **kwargs):
+        computed.append(1)
+        return compute(*args, **kwargs)
+
+    monkeypatch.setattr(module, "_compute", counted)
+    policy = load_policy(tiny_path)
+    ex = examples(policy.tokenizer)
+    shared = tmp_path / "shared"
+
+    def table(run: str):
+        ref = make_reference("precompute", policy, ex, "pair", 1.0, tmp_path / run, 2, str(shared))
+        return ref.tables["train"]["chosen_logps"][0]
+
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+    runs = [threading.Thread(target=table, args=(run,)) for run in ("a", "b")]  # two jobs of a sweep at once
+    for thread in runs:
+        thread.start()
+    for thread in runs:
+        thread.join()
+    assert len(computed) == 1
+    assert len(list(shared.glob("*.safetensors"))) == 1 and not list(shared.glob(".*.tmp"))
+    first = table("a")
+    assert torch.equal(table("b"), first) and len(computed) == 1  # each run reads its own copy
+    (tmp_path / "c").mkdir()
+    perturb(policy.model)  # other weights under the same path
+    moved = table("c")
+    assert len(computed) == 2 and not torch.allclose(moved, first)

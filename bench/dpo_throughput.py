@@ -1,7 +1,8 @@
 """Offline DPO throughput and memory: rlhf's `fit_offline` against trl 0.28's `DPOTrainer`, on CPU.
 
 What is measured (one epoch, same model, data, batch size, max length, learning rate and batch order):
-- ours-dpo:         `fit_offline` with `DPO()` and `reference="precompute"` (one reference pass, no 2nd model)
+- ours-dpo:         `fit_offline` with `DPO()`, `reference="precompute"` (one reference pass, no 2nd model) and
+                    `pair_forward="joint"` (chosen and rejected as one batch of 2B)
 - ours-dpo-frozen:  the same with `reference="frozen_copy"` (a frozen copy of the policy runs each step)
 - ours-dpo-shared:  ours-dpo with `pair_forward="shared_prompt"` (each pair's prompt runs once)
 - ours-dpo-split:   ours-dpo with `pair_forward="split"` (chosen, then rejected, under activation checkpointing)

@@ -27,7 +27,8 @@ def dpo_run(threads: int, pairs: int) -> float:
     if done.returncode:
         sys.exit(f"dpo_throughput failed:\n{done.stderr[-3000:]}")
     out = done.stdout
-    return json.loads(out[out.index("\n{") + 1:])["results"]["ours-dpo"]["loop_tokens_per_s"]
+    start = 0 if out.startswith("{") else out.index("\n{") + 1  # after any library's warning line
+    return json.loads(out[start:])["results"]["ours-dpo"]["loop_tokens_per_s"]
 
 
 def main() -> None:

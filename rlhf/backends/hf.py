@@ -89,6 +89,12 @@ class HFBackend:
             yield self.last_session
             return
         self.store, self.last_session = KVStore(), {}
+        attention = getattr(self.model.config, "_attn_implementation", None)
+        if attention not in ("eager", "sdpa"):  # kept rows' masks have gaps, checked with these two only
+            self.store.enabled = False
+            if not getattr(self, "_said_attention", False):
+                self._said_attention = True
+                log.info("backend.reuse_cache is off for attention implementation %r (needs eager or sdpa)", attention)
         try:
             yield self.last_session
         finally:

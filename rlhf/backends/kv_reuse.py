@@ -16,8 +16,8 @@ and the rows whose kept ids were not all a prefix of the new prompt (logged once
 Batches: kept rows are left-padded to the longest kept prefix, and each row's new ids are left-padded after
 it, so a row's attention mask can have a gap in the middle. Positions come from the mask's running count, as
 `generate` computes them, so a row's positions are those of its unpadded ids. Only caches made of plain
-`DynamicLayer`s (full attention) are kept; for any other kind (sliding window, recurrent state) reuse is off
-for the session and the log says so.
+`DynamicLayer`s (full attention) under eager or sdpa attention are kept; for any other kind (sliding window,
+recurrent state, flash attention's unpadded batches) reuse is off and the log says so.
 """
 
 import json

@@ -123,3 +123,12 @@ def test_dataset_user_dialogues_match(model, tiny_path):
     b = rollout(prefilling, DatasetUser(), openings, fields, 4, seed=2, progress=False)
     assert [d.token_ids for d in a] == [d.token_ids for d in b]
     assert reusing.last_session["reused"] > 0
+
+
+def test_other_attention_implementations_prefill_everything(model, tiny_path, caplog, monkeypatch):
+    reusing, prefilling = backends(model, tiny_path, temperature=1.0, max_new_tokens=6)
+    monkeypatch.setattr(model.config, "_attn_implementation", "flash_attention_2")
+    with caplog.at_level("INFO", logger="rlhf.backends.kv_reuse"):
+        with reusing.continuing():
+            assert not reusing.store.enabled
+    assert "off for attention implementation 'flash_attention_2'" in caplog.text

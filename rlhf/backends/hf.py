@@ -15,7 +15,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from rlhf.backends.base import Completion
 from rlhf.backends.completions import CompletionDecoder, eos_ids, prompt_ids
 from rlhf.backends.kv_reuse import KeptRow, KVStore, build_cache, conversation_key, keep_rows, log
-from rlhf.models.kv import cache_arg
+from rlhf.models.kv import attention_implementation, cache_arg
 
 
 class HFBackend:
@@ -89,7 +89,7 @@ class HFBackend:
             yield self.last_session
             return
         self.store, self.last_session = KVStore(), {}
-        attention = getattr(self.model.config, "_attn_implementation", None)
+        attention = attention_implementation(self.model)
         if attention not in ("eager", "sdpa"):  # kept rows' masks have gaps, checked with these two only
             self.store.enabled = False
             if not getattr(self, "_said_attention", False):

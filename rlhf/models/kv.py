@@ -16,3 +16,16 @@ def cache_arg() -> str:
     `past_key_values`."""
     from transformers.generation.utils import GenerateDecoderOnlyOutput
     return "cache" if "cache" in GenerateDecoderOnlyOutput.__dataclass_fields__ else "past_key_values"
+
+
+def attention_implementation(model) -> str | None:
+    """The attention implementation of `model`'s config, looked up through wrappers that hold the model (a
+    value-head policy's `.model`, DDP's `.module`); None when no config is found."""
+    for _ in range(4):
+        config = getattr(model, "config", None)
+        if config is not None:
+            return getattr(config, "_attn_implementation", None)
+        model = getattr(model, "module", None) or getattr(model, "model", None)
+        if model is None:
+            return None
+    return None

@@ -23,7 +23,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers import DynamicCache
 
 from rlhf.data.batch import PairBatch, SequenceBatch
-from rlhf.models.kv import cache_arg, plain_layers
+from rlhf.models.kv import attention_implementation, cache_arg, plain_layers
 from rlhf.models.logprobs import logprobs_of, sequence_logps
 
 log = logging.getLogger(__name__)
@@ -61,8 +61,7 @@ def _no_shared_prompt(model) -> str | None:
     """Why a training forward of `model` cannot continue from a cache, or None when it can."""
     if _checkpointing(model) and model.training and torch.is_grad_enabled():
         return "gradient checkpointing drops the cache in training"
-    config = getattr(model, "config", None)
-    attention = getattr(config, "_attn_implementation", None)
+    attention = attention_implementation(model)
     if attention not in ("eager", "sdpa"):
         return f"attention implementation {attention!r} (needs eager or sdpa)"
     return None

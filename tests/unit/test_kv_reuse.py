@@ -132,3 +132,15 @@ def test_other_attention_implementations_prefill_everything(model, tiny_path, ca
         with reusing.continuing():
             assert not reusing.store.enabled
     assert "off for attention implementation 'flash_attention_2'" in caplog.text
+
+
+def test_a_value_head_policy_keeps_its_caches(model, tiny_path):
+    """The attention implementation is found through wrappers (PPO's value-head policy holds the model)."""
+    from rlhf.models.kv import attention_implementation
+    from rlhf.models.value_model import PolicyWithValueHead
+
+    wrapped = PolicyWithValueHead(model, 0)
+    assert attention_implementation(wrapped) == attention_implementation(model) in ("eager", "sdpa")
+    backend = HFBackend(wrapped, AutoTokenizer.from_pretrained(tiny_path), max_new_tokens=4)
+    with backend.continuing():
+        assert backend.store.enabled

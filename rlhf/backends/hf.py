@@ -15,7 +15,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from rlhf.backends.base import Completion
 from rlhf.backends.completions import CompletionDecoder, eos_ids, prompt_ids
 from rlhf.backends.kv_reuse import KeptRow, KVStore, build_cache, conversation_key, keep_rows, log
-from rlhf.models.kv import attention_implementation, cache_arg
+from rlhf.models.kv import GAP_MASK_ATTENTION, attention_implementation, cache_arg
 
 
 class HFBackend:
@@ -74,6 +74,7 @@ class HFBackend:
         self.reuse_cache = reuse_cache
         self.store: KVStore | None = None
         self.last_session: dict[str, int] | None = None  # the counts of the latest `continuing()` session
+        self.said_attention = False  # logged that this model's attention keeps no caches
 
     @contextmanager
     def continuing(self) -> Iterator[dict[str, int] | None]:
@@ -90,10 +91,10 @@ class HFBackend:
             return
         self.store, self.last_session = KVStore(), {}
         attention = attention_implementation(self.model)
-        if attention not in ("eager", "sdpa"):  # kept rows' masks have gaps, checked with these two only
+        if attention not in GAP_MASK_ATTENTION:  # kept rows' masks have gaps
             self.store.enabled = False
-            if not getattr(self, "_said_attention", False):
-                self._said_attention = True
+            if not self.said_attention:
+                self.said_attention = True
                 log.info("backend.reuse_cache is off for attention implementation %r (needs eager or sdpa)", attention)
         try:
             yield self.last_session

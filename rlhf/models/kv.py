@@ -1,5 +1,8 @@
 """What the KV-cache users (kept dialogue caches, shared-prompt pair forwards) ask of a transformers cache."""
 
+# attention implementations that take a 2D mask with gaps in the middle (a cache continued after padding)
+GAP_MASK_ATTENTION = ("eager", "sdpa")
+
 
 def plain_layers(cache) -> list | None:
     """The cache's layers when all are plain full-attention `DynamicLayer`s holding keys, else None (sliding

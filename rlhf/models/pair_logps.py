@@ -23,7 +23,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers import DynamicCache
 
 from rlhf.data.batch import PairBatch, SequenceBatch
-from rlhf.models.kv import attention_implementation, cache_arg, plain_layers
+from rlhf.models.kv import GAP_MASK_ATTENTION, attention_implementation, cache_arg, plain_layers
 from rlhf.models.logprobs import logprobs_of, sequence_logps
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def _no_shared_prompt(model) -> str | None:
     if _checkpointing(model) and model.training and torch.is_grad_enabled():
         return "gradient checkpointing drops the cache in training"
     attention = attention_implementation(model)
-    if attention not in ("eager", "sdpa"):
+    if attention not in GAP_MASK_ATTENTION:
         return f"attention implementation {attention!r} (needs eager or sdpa)"
     return None
 

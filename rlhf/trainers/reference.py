@@ -134,8 +134,7 @@ def precompute(policy: Policy, examples: dict[str, Examples], kind: str, tempera
         if stored.exists():
             log.info("reference outputs of these weights and examples: %s (trainer.reference_cache)", stored)
             tables = _read(stored)
-            _write(tables, cache)
-            meta.write_text(json.dumps({"fingerprint": fingerprint, "stack": stack_fingerprint()}))
+            _write_run_cache(tables, cache, fingerprint)
             return PrecomputedReference(tables, per_token)
         reference = _computed(policy, examples, kind, temperature, batch_size, cache, fingerprint)
         _write(reference.tables, stored)
@@ -152,9 +151,14 @@ def _computed(policy: Policy, examples: dict[str, Examples], kind: str, temperat
     device = next(policy.model.parameters()).device
     tables = {split: _compute(reference, ex, batch_size, device, per_token, split) for split, ex in examples.items()}
     policy.model.train(was_training)
+    _write_run_cache(tables, cache, fingerprint)
+    return PrecomputedReference(tables, per_token)
+
+
+def _write_run_cache(tables: dict[str, dict[str, tuple[Tensor, Tensor]]], cache: Path, fingerprint: str) -> None:
+    """The run directory's copy, with the fingerprint it is valid for."""
     _write(tables, cache)
     cache.with_suffix(".json").write_text(json.dumps({"fingerprint": fingerprint, "stack": stack_fingerprint()}))
-    return PrecomputedReference(tables, per_token)
 
 
 def _read(path: Path) -> dict[str, dict[str, tuple[Tensor, Tensor]]]:

@@ -31,7 +31,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "synthetic" / "preferences_train.jsonl"
-CONFIGS = ("ours", "trl")
+# ours: the defaults (backend.decode=loop, draw=multinomial: generate's own ids); ours-generate: decode=generate
+# (model.generate, as trl); ours-inverse-cdf: the loop drawing by inverse CDF (the same distribution, other ids)
+BACKENDS = {"ours": dict(decode="loop", draw="multinomial"), "ours-generate": dict(decode="generate"),
+            "ours-inverse-cdf": dict(decode="loop", draw="inverse_cdf")}
+CONFIGS = (*BACKENDS, "trl")
 
 
 def prompts(n: int) -> list[list[dict]]:
@@ -56,7 +60,8 @@ def run_ours(args) -> dict:
     online.PromptStream.take = first_in_order(online.PromptStream.take)
     policy = load_policy(args.model_path)
     backend = lambda **parts: HFBackend(**parts, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,  # noqa: E731
-                                        seed=args.seed, batch_size=args.prompts * args.samples)
+                                        seed=args.seed, batch_size=args.prompts * args.samples,
+                                        **BACKENDS[args.worker])
     with tempfile.TemporaryDirectory() as run_dir:
         online.fit_online(policy=policy, algo=GRPO(), task=task, backend=backend, user=NoUser(),
                           reward=BagOfWords(gold_words()), tokenization=Tokenization(max_length=1024), logger=NoLogger(),
@@ -156,6 +161,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated, of {CONFIGS}")
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--heads", type=int, default=4)
@@ -175,12 +181,15 @@ def main() -> None:
                                  num_heads=args.heads)
     env = os.environ | {"OMP_NUM_THREADS": str(args.threads), "TQDM_DISABLE": "1", "TOKENIZERS_PARALLELISM": "false",
                         "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
-    runs: dict[str, list[dict]] = {c: [] for c in CONFIGS}
+    configs = args.configs.split(",")
+    if "ours" not in configs or "trl" not in configs or set(configs) - set(CONFIGS):
+        sys.exit(f"--configs={args.configs}: needs ours and trl, of {CONFIGS}")
+    runs: dict[str, list[dict]] = {c: [] for c in configs}
     for repeat in range(args.repeats):  # interleaved, so slow phases of a shared machine hit both
-        for config in CONFIGS:
+        for config in configs:
             command = [sys.executable, __file__, "--worker", config, "--model-path", str(model_path)]
             command += [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-                        if k not in ("worker", "model_path", "repeats", "cache_dir")]
+                        if k not in ("worker", "model_path", "repeats", "cache_dir", "configs")]
             done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
             lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
             if done.returncode or not lines:
@@ -195,9 +204,12 @@ def main() -> None:
         results[config]["spread_steps_per_s"] = [round(min(r["steps_per_s"] for r in values), 4),
                                                  round(max(r["steps_per_s"] for r in values), 4)]
         results[config]["completion_tokens"] = values[0]["completion_tokens"]
+    for config in (c for c in configs if c != "trl"):
+        for phase in ("generation", "train", "reward"):
+            results[config][f"{phase}_share"] = round(statistics.median(r[f"{phase}_s"] / r["loop_s"]
+                                                                        for r in runs[config]), 3)
+        results[config]["over_trl_steps_per_s"] = round(results[config]["steps_per_s"] / results["trl"]["steps_per_s"], 3)
     ours = runs["ours"]
-    results["ours"]["generation_share"] = round(statistics.median(r["generation_s"] / r["loop_s"] for r in ours), 3)
-    results["ours"]["train_share"] = round(statistics.median(r["train_s"] / r["loop_s"] for r in ours), 3)
     ratio = results["ours"]["steps_per_s"] / results["trl"]["steps_per_s"]
     from importlib.metadata import version
 

@@ -14,8 +14,17 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf.backends.base import Completion
 from rlhf.backends.completions import CompletionDecoder, eos_ids, prompt_ids
+from rlhf.backends.decode import Sampling, sample_tokens, unsupported
 from rlhf.backends.kv_reuse import KeptRow, KVStore, build_cache, conversation_key, keep_rows, log
 from rlhf.models.kv import GAP_MASK_ATTENTION, attention_implementation, cache_arg
+
+DECODES = ("loop", "generate")
+
+
+def decoder_of(model):
+    """The causal LM that decodes for `model` (a value-head policy's wrapped model)."""
+    from rlhf.models.value_model import PolicyWithValueHead
+    return model.model if isinstance(model, PolicyWithValueHead) else model
 
 
 class HFBackend:
@@ -34,6 +43,11 @@ class HFBackend:
     reuse_cache: inside `continuing()`, keep each row's keys and values for the next call, which then prefills
         only the ids a continued conversation adds (off: every turn prefills the whole conversation again).
         The kept caches of one call's rows stay in memory until the next call or the session's end.
+    decode: "loop" samples with the backend's own decoding loop (`rlhf.backends.decode`: `generate`'s
+        computation without its per-step machinery), "generate" with `model.generate`. The loop hands over
+        to `generate`, logged once, for stop strings, synced GPUs and generation-config processors it lacks.
+    draw: how the loop draws a sampled id: "multinomial" (`torch.multinomial`, `generate`'s own draws, so
+        the same ids as decode=generate) or "inverse_cdf" (the same distribution from one uniform per row).
     """
 
     in_process_weights = True  # samples the weights being trained
@@ -52,11 +66,15 @@ class HFBackend:
         batch_size: int = 32,
         synced_gpus: bool = False,
         reuse_cache: bool = True,
+        decode: str = "loop",
+        draw: str = "multinomial",
     ) -> None:
         if temperature < 0:
             raise ValueError(f"backend.temperature={temperature} must be >= 0 (0 is greedy)")
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token; prompts are left-padded into batches")
+        if decode not in DECODES:
+            raise ValueError(f"backend.decode={decode!r} is not one of {DECODES}")
         self.model = model
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
@@ -75,6 +93,21 @@ class HFBackend:
         self.store: KVStore | None = None
         self.last_session: dict[str, int] | None = None  # the counts of the latest `continuing()` session
         self.said_attention = False  # logged that this model's attention keeps no caches
+        self.sampling = Sampling(temperature, top_k, top_p, draw)
+        self.decode_loop = decode == "loop" and self._loop_allowed()
+
+    def _loop_allowed(self) -> bool:
+        """Whether decode=loop can run: else `generate` does, and the log says why."""
+        reasons = unsupported(self.model.generation_config)
+        if self.stop_strings:
+            reasons.append("stop_strings")
+        if self.synced_gpus:
+            reasons.append("synced_gpus")
+        if not callable(getattr(decoder_of(self.model), "prepare_inputs_for_generation", None)):
+            reasons.append(f"a {type(self.model).__name__} model")
+        if reasons:
+            log.info("backend.decode=loop hands over to generate for: %s", ", ".join(reasons))
+        return not reasons
 
     @contextmanager
     def continuing(self) -> Iterator[dict[str, int] | None]:
@@ -179,6 +212,12 @@ class HFBackend:
             extra[cache_arg()] = build_cache(reuse, past)
         if keeping:
             extra["return_dict_in_generate"] = True
+        if self.decode_loop:
+            sequences, cache = sample_tokens(decoder_of(self.model), input_ids.to(self.model.device),
+                                      attention_mask.to(self.model.device), extra.get(cache_arg()),
+                                      max_new_tokens=self.max_new_tokens, min_new_tokens=self.min_new_tokens,
+                                      eos_ids=self.eos_ids, pad_id=pad_id, sampling=self.sampling)
+            return self._finish(sequences, width, prompts, attention_mask, cache if keeping else None, keeping)
         if self.temperature == 0:
             sampling = dict(do_sample=False)
         else:
@@ -197,10 +236,15 @@ class HFBackend:
             **extra,
         )  # (B, T + N), N <= max_new_tokens
         sequences = output.sequences if keeping else output
+        return self._finish(sequences, width, prompts, attention_mask,
+                            getattr(output, cache_arg()) if keeping else None, keeping)
+
+    def _finish(self, sequences: torch.Tensor, width: int, prompts: list[list[int]], attention_mask: torch.Tensor,
+                cache, keeping: bool) -> tuple[list[Completion], list[KeptRow] | None]:
+        """The completions of (B, width + N) `sequences` and, when `keeping`, each row's kept cache."""
         completions = [self.decode(row) for row in sequences[:, width:].tolist()]
         if not keeping:
             return completions, None
-        cache = getattr(output, cache_arg())
         length = cache.get_seq_length() if cache is not None else 0
         covered = [len(p) + max(0, min(len(c.token_ids), length - width)) for p, c in zip(prompts, completions)]
         return completions, keep_rows(cache, attention_mask.to(sequences.device),

@@ -19,6 +19,7 @@ import torch
 from transformers import GenerationConfig
 from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
 
+from rlhf.backends.lean_step import LeanStep
 from rlhf.models.kv import cache_arg
 
 DRAWS = ("multinomial", "inverse_cdf")
@@ -76,23 +77,29 @@ class Sampling:
 
 @torch.no_grad()
 def sample_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache, *, max_new_tokens: int,
-           min_new_tokens: int, eos_ids: list[int], pad_id: int, sampling: Sampling):
+           min_new_tokens: int, eos_ids: list[int], pad_id: int, sampling: Sampling, lean: bool = False):
     """Sample up to `max_new_tokens` ids after each row of `input_ids` (B, T), left-padded (`attention_mask`
     (B, T), gaps allowed); `cache` holds keys and values of the first `cache.get_seq_length()` positions (or
     is None). Returns the (B, T + N) sequences and the cache, which, as `generate`'s, holds every position but
-    the last sampled one."""
+    the last sampled one. With `lean`, the steps after the first run `rlhf.backends.lean_step.LeanStep` (its
+    logits are the model's own; the caller checks `lean_step.why_not` first)."""
     past = cache.get_seq_length() if cache is not None else 0
     positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
     eos = torch.tensor(eos_ids, device=input_ids.device)
     unfinished = torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
     step_ids, step_positions, new = input_ids[:, past:], positions[:, past:], []
     mask = attention_mask
+    step = LeanStep(model) if lean else None
     for index in range(max_new_tokens):
-        out = model(input_ids=step_ids, attention_mask=mask, position_ids=step_positions, use_cache=True,
-                    logits_to_keep=1, **({cache_arg(): cache} if cache is not None else {}))
-        cache = getattr(out, cache_arg())
-        scores = out.logits[:, -1].to(dtype=torch.float32, copy=True)  # (B, V)
-        del out
+        if index == 0 or step is None:
+            out = model(input_ids=step_ids, attention_mask=mask, position_ids=step_positions, use_cache=True,
+                        logits_to_keep=1, **({cache_arg(): cache} if cache is not None else {}))
+            cache, logits = getattr(out, cache_arg()), out.logits
+            del out
+        else:
+            logits = step(step_ids, step_positions, mask, cache)
+        scores = logits[:, -1].to(dtype=torch.float32, copy=True)  # (B, V)
+        del logits
         if index < min_new_tokens:
             scores[:, eos] = -torch.inf
         drawn = sampling(scores)

@@ -15,6 +15,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from rlhf.backends.base import Completion
 from rlhf.backends.completions import CompletionDecoder, eos_ids, prompt_ids
 from rlhf.backends.decode import Sampling, sample_tokens, unsupported
+from rlhf.backends.lean_step import why_not
 from rlhf.backends.kv_reuse import KeptRow, KVStore, build_cache, conversation_key, keep_rows, log
 from rlhf.models.kv import GAP_MASK_ATTENTION, attention_implementation, cache_arg
 
@@ -48,6 +49,9 @@ class HFBackend:
         to `generate`, logged once, for stop strings, synced GPUs and generation-config processors it lacks.
     draw: how the loop draws a sampled id: "multinomial" (`torch.multinomial`, `generate`'s own draws, so
         the same ids as decode=generate) or "inverse_cdf" (the same distribution from one uniform per row).
+    lean_step: the loop's decode steps run `rlhf.backends.lean_step` (the model's weights without its module
+        machinery, bitwise the same logits) where the model allows; elsewhere, and when off, they call the model
+        (which models do not allow it, and why, is logged once).
     """
 
     in_process_weights = True  # samples the weights being trained
@@ -68,6 +72,7 @@ class HFBackend:
         reuse_cache: bool = True,
         decode: str = "loop",
         draw: str = "multinomial",
+        lean_step: bool = True,
     ) -> None:
         if temperature < 0:
             raise ValueError(f"backend.temperature={temperature} must be >= 0 (0 is greedy)")
@@ -95,6 +100,8 @@ class HFBackend:
         self.said_attention = False  # logged that this model's attention keeps no caches
         self.sampling = Sampling(temperature, top_k, top_p, draw)
         self.decode_loop = decode == "loop" and self._loop_allowed()
+        self.lean_step = lean_step
+        self.said_lean: set[str] = set()  # the reasons logged for not taking the lean step
 
     def _loop_allowed(self) -> bool:
         """Whether decode=loop can run: else `generate` does, and the log says why."""
@@ -108,6 +115,16 @@ class HFBackend:
         if reasons:
             log.info("backend.decode=loop hands over to generate for: %s", ", ".join(reasons))
         return not reasons
+
+    def _lean(self) -> bool:
+        """Whether this call's decode steps can take the lean step (checked per call: hooks may come and go)."""
+        if not self.lean_step:
+            return False
+        reason = why_not(decoder_of(self.model))
+        if reason is not None and reason not in self.said_lean:
+            self.said_lean.add(reason)
+            log.info("backend.lean_step: the decode steps call the model (the lean step does not take %s)", reason)
+        return reason is None
 
     @contextmanager
     def continuing(self) -> Iterator[dict[str, int] | None]:
@@ -216,7 +233,8 @@ class HFBackend:
             sequences, cache = sample_tokens(decoder_of(self.model), input_ids.to(self.model.device),
                                       attention_mask.to(self.model.device), extra.get(cache_arg()),
                                       max_new_tokens=self.max_new_tokens, min_new_tokens=self.min_new_tokens,
-                                      eos_ids=self.eos_ids, pad_id=pad_id, sampling=self.sampling)
+                                      eos_ids=self.eos_ids, pad_id=pad_id, sampling=self.sampling,
+                                      lean=self._lean())
             return self._finish(sequences, width, prompts, attention_mask, cache if keeping else None, keeping)
         if self.temperature == 0:
             sampling = dict(do_sample=False)

@@ -15,8 +15,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from rlhf.backends.base import Completion
 from rlhf.backends.completions import CompletionDecoder, eos_ids, prompt_ids
 from rlhf.backends.decode import Sampling, sample_tokens, unsupported
-from rlhf.backends.lean_step import why_not
 from rlhf.backends.kv_reuse import KeptRow, KVStore, build_cache, conversation_key, keep_rows, log
+from rlhf.backends.lean_step import why_not
 from rlhf.models.kv import GAP_MASK_ATTENTION, attention_implementation, cache_arg
 
 DECODES = ("loop", "generate")

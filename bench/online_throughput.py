@@ -31,10 +31,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "synthetic" / "preferences_train.jsonl"
-# ours: the defaults (backend.decode=loop, draw=multinomial: generate's own ids); ours-generate: decode=generate
-# (model.generate, as trl); ours-inverse-cdf: the loop drawing by inverse CDF (the same distribution, other ids)
-BACKENDS = {"ours": dict(decode="loop", draw="multinomial"), "ours-generate": dict(decode="generate"),
-            "ours-inverse-cdf": dict(decode="loop", draw="inverse_cdf")}
+# ours: the backend's defaults (decode=loop with the lean decode step, draw=inverse_cdf); each other one turns one
+# lever off: ours-multinomial draws generate's own ids, ours-no-lean calls the model at every decode step,
+# ours-generate samples with model.generate (as trl does)
+BACKENDS = {"ours": dict(decode="loop", draw="inverse_cdf", lean_step=True),
+            "ours-multinomial": dict(decode="loop", draw="multinomial", lean_step=True),
+            "ours-no-lean": dict(decode="loop", draw="inverse_cdf", lean_step=False),
+            "ours-generate": dict(decode="generate")}
 CONFIGS = (*BACKENDS, "trl")
 
 

@@ -1,21 +1,42 @@
 """What every backend does around sampling, so all of them agree on it: the prompt ids of a conversation,
 the ids that end a turn, and a sampled row of ids turned into a `Completion`."""
 
+import json
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from transformers import GenerationConfig, PreTrainedTokenizerBase
 
 from rlhf.backends.base import Completion
 
+RENDERED_PER_TOKENIZER = 4096  # the latest prompt renders kept per tokenizer
+_rendered: "weakref.WeakKeyDictionary[PreTrainedTokenizerBase, OrderedDict]" = weakref.WeakKeyDictionary()
+
 
 def prompt_ids(tokenizer: PreTrainedTokenizerBase, conversation: list[dict]) -> list[int]:
     """The chat-template ids of `conversation` with the assistant generation prompt appended.
-    The template supplies BOS itself, so the ids are not re-tokenised with special tokens added."""
+    The template supplies BOS itself, so the ids are not re-tokenised with special tokens added.
+
+    The latest renders are kept per tokenizer, keyed by the conversation's JSON, the chat template and the
+    vocabulary size: the K samples of a prompt, and the rollout's training sequence after them, render it
+    once."""
     if not conversation or conversation[-1]["role"] != "user":
         raise ValueError(f"a conversation to continue must end with a user message, got {conversation!r}")
-    return tokenizer.apply_chat_template(
-        conversation, add_generation_prompt=True, tokenize=True, return_dict=False
-    )
+    try:
+        key = (str(tokenizer.chat_template), len(tokenizer), json.dumps(conversation, sort_keys=True))
+    except TypeError:  # content that JSON cannot write: rendered every time
+        key = None
+    cache = _rendered.setdefault(tokenizer, OrderedDict())
+    if key is not None and key in cache:
+        cache.move_to_end(key)
+        return list(cache[key])
+    ids = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True, return_dict=False)
+    if key is not None:
+        cache[key] = tuple(ids)
+        if len(cache) > RENDERED_PER_TOKENIZER:
+            cache.popitem(last=False)
+    return ids
 
 
 def eos_ids(generation_config: GenerationConfig, tokenizer: PreTrainedTokenizerBase) -> list[int]:

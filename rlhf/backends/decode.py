@@ -6,10 +6,11 @@ It computes what `generate` computes for the settings the backend exposes, in th
 the attention mask's running count (padding at 0), the last position's logits in float32, min_new_tokens
 (eos masked out before it), temperature, top-k, top-p (HF's own warpers), then softmax and a draw; rows that
 have finished get the pad token, a row finishes at any eos id, and the loop ends when all rows have finished
-or after max_new_tokens. With `draw="multinomial"` the draws are `torch.multinomial`'s, so the sampled ids
-are `generate`'s own for the same seed (the tests check that); `"inverse_cdf"` draws one uniform per row and
-takes the first token whose cumulative probability exceeds it: the same distribution, other ids, and on CPU
-about 20x cheaper than `torch.multinomial` over a small vocabulary.
+or after max_new_tokens. `draw="inverse_cdf"` (the backend's default) draws one uniform per row and takes the
+first token whose cumulative probability exceeds it: the distribution `generate` samples, with other ids, and
+on CPU about 20x cheaper than `torch.multinomial`, which draws one exponential per vocabulary entry. With
+`draw="multinomial"` the draws are `torch.multinomial`'s, so the sampled ids are `generate`'s own for the same
+seed (the tests check both).
 
 `generate` stays the path for what this loop does not do (stop strings, synced GPUs, processors that the
 model's generation config turns on: `unsupported` names them).
@@ -41,7 +42,9 @@ def unsupported(generation_config) -> list[str]:
 
 def inverse_cdf(probs: torch.Tensor) -> torch.Tensor:
     """One id per row of `probs` (B, V), drawn by inverting its cumulative distribution (float64 sums; a zero-
-    probability id is never drawn)."""
+    probability id is never drawn). Computed on the CPU for an MPS device, which has no float64."""
+    if probs.device.type == "mps":
+        return inverse_cdf(probs.cpu()).to(probs.device)
     cdf = probs.double().cumsum(-1)  # (B, V)
     u = torch.rand(probs.shape[0], 1, dtype=torch.float64, device=probs.device) * cdf[:, -1:]
     drawn = torch.searchsorted(cdf, u, right=True).squeeze(1)  # first id whose cdf exceeds u

@@ -47,8 +47,9 @@ class HFBackend:
     decode: "loop" samples with the backend's own decoding loop (`rlhf.backends.decode`: `generate`'s
         computation without its per-step machinery), "generate" with `model.generate`. The loop hands over
         to `generate`, logged once, for stop strings, synced GPUs and generation-config processors it lacks.
-    draw: how the loop draws a sampled id: "multinomial" (`torch.multinomial`, `generate`'s own draws, so
-        the same ids as decode=generate) or "inverse_cdf" (the same distribution from one uniform per row).
+    draw: how the loop draws a sampled id: "inverse_cdf" (one uniform per row: the distribution `generate`
+        samples, with other ids) or "multinomial" (`torch.multinomial`, `generate`'s own draws, so the same ids
+        as decode=generate for a seed, at the cost of one random number per vocabulary entry).
     lean_step: the loop's decode steps run `rlhf.backends.lean_step` (the model's weights without its module
         machinery, bitwise the same logits) where the model allows; elsewhere, and when off, they call the model
         (which models do not allow it, and why, is logged once).
@@ -71,7 +72,7 @@ class HFBackend:
         synced_gpus: bool = False,
         reuse_cache: bool = True,
         decode: str = "loop",
-        draw: str = "multinomial",
+        draw: str = "inverse_cdf",
         lean_step: bool = True,
     ) -> None:
         if temperature < 0:

@@ -25,7 +25,8 @@ from rlhf.users.oracle import TwentyQuestionsOracle
 def backend(tiny_path):
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(tiny_path)
-    return HFBackend(model, AutoTokenizer.from_pretrained(tiny_path), max_new_tokens=8, seed=0)
+    # min_new_tokens: no empty reply, whose Length score is invalid (the pair checks below read valid scores)
+    return HFBackend(model, AutoTokenizer.from_pretrained(tiny_path), max_new_tokens=8, min_new_tokens=1, seed=0)
 
 
 def test_branch_sampling_is_refuels():

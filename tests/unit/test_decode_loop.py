@@ -26,7 +26,7 @@ def policy(tiny_path):
 
 
 def both(policy, **settings):
-    loop = HFBackend(policy.model, policy.tokenizer, decode="loop", **settings)
+    loop = HFBackend(policy.model, policy.tokenizer, decode="loop", draw="multinomial", **settings)
     generate = HFBackend(policy.model, policy.tokenizer, decode="generate", **settings)
     assert loop.decode_loop and not generate.decode_loop
     return loop, generate
@@ -97,7 +97,7 @@ def test_loop_hands_over_to_generate_and_says_why(policy, caplog):
 
 def test_loop_decodes_for_a_value_head_policy(policy):
     wrapped = PolicyWithValueHead(policy.model)
-    loop = HFBackend(wrapped, policy.tokenizer, decode="loop", seed=1, max_new_tokens=5)
+    loop = HFBackend(wrapped, policy.tokenizer, decode="loop", draw="multinomial", seed=1, max_new_tokens=5)
     assert loop.decode_loop
     assert loop.generate(CONVERSATIONS) == HFBackend(wrapped, policy.tokenizer, decode="generate", seed=1,
                                                      max_new_tokens=5).generate(CONVERSATIONS)

@@ -150,3 +150,19 @@ def test_model_mode_is_restored_and_eval_during_generation(policy):
 def test_negative_temperature_is_rejected(policy):
     with pytest.raises(ValueError, match="temperature"):
         HFBackend(policy.model, policy.tokenizer, temperature=-1.0)
+
+
+def test_prompt_renders_are_kept_and_follow_the_template(policy, monkeypatch):
+    from rlhf.backends import completions
+
+    tokenizer, calls = policy.tokenizer, []
+    render = tokenizer.apply_chat_template
+    monkeypatch.setattr(tokenizer, "apply_chat_template", lambda *a, **k: calls.append(1) or render(*a, **k))
+    first = completions.prompt_ids(tokenizer, CONVERSATIONS[0])
+    again = completions.prompt_ids(tokenizer, [dict(m) for m in CONVERSATIONS[0]])  # equal, not the same object
+    assert again == first and len(calls) == 1
+    again.append(0)  # the caller's copy: the kept render is untouched
+    assert completions.prompt_ids(tokenizer, CONVERSATIONS[0]) == first and len(calls) == 1
+    monkeypatch.setattr(tokenizer, "chat_template", tokenizer.chat_template.replace("<|assistant|>", "<|bot|>"))
+    changed = completions.prompt_ids(tokenizer, CONVERSATIONS[0])  # a new template renders anew
+    assert len(calls) == 2 and changed != first

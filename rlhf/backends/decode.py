@@ -12,8 +12,12 @@ on CPU about 20x cheaper than `torch.multinomial`, which draws one exponential p
 `draw="multinomial"` the draws are `torch.multinomial`'s, so the sampled ids are `generate`'s own for the same
 seed (the tests check both).
 
-`generate` stays the path for what this loop does not do (stop strings, synced GPUs, processors that the
-model's generation config turns on: `unsupported` names them).
+With `synced` (DeepSpeed ZeRO-3 across processes, whose every forward gathers the weights with the other
+processes), a process whose rows have all finished keeps calling the model, on one token and without its
+cache or a draw, until every process has finished: `generate`'s synced GPUs, with the same ids as alone.
+
+`generate` stays the path for what this loop does not do (stop strings, processors that the model's
+generation config turns on: `unsupported` names them).
 """
 
 import torch
@@ -80,12 +84,13 @@ class Sampling:
 
 @torch.no_grad()
 def sample_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache, *, max_new_tokens: int,
-           min_new_tokens: int, eos_ids: list[int], pad_id: int, sampling: Sampling, lean: bool = False):
+           min_new_tokens: int, eos_ids: list[int], pad_id: int, sampling: Sampling, lean: bool = False,
+           synced: bool = False):
     """Sample up to `max_new_tokens` ids after each row of `input_ids` (B, T), left-padded (`attention_mask`
     (B, T), gaps allowed); `cache` holds keys and values of the first `cache.get_seq_length()` positions (or
     is None). Returns the (B, T + N) sequences and the cache, which, as `generate`'s, holds every position but
     the last sampled one. With `lean`, the steps after the first run `rlhf.backends.lean_step.LeanStep` (its
-    logits are the model's own; the caller checks `lean_step.why_not` first)."""
+    logits are the model's own; the caller checks `lean_step.why_not` first); `synced`: module docstring."""
     past = cache.get_seq_length() if cache is not None else 0
     positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
     eos = torch.tensor(eos_ids, device=input_ids.device)
@@ -93,7 +98,13 @@ def sample_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     step_ids, step_positions, new = input_ids[:, past:], positions[:, past:], []
     mask = attention_mask
     step = LeanStep(model) if lean else None
+    idle = False  # synced, with this process's rows finished and another process's not
     for index in range(max_new_tokens):
+        if idle:
+            model(input_ids=step_ids, use_cache=False, logits_to_keep=1)  # the others' gathers need this one's
+            if index + 1 == max_new_tokens or _all_finished(True, input_ids.device):
+                break
+            continue
         if index == 0 or step is None:
             out = model(input_ids=step_ids, attention_mask=mask, position_ids=step_positions, use_cache=True,
                         logits_to_keep=1, **({cache_arg(): cache} if cache is not None else {}))
@@ -109,8 +120,23 @@ def sample_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
         drawn = torch.where(unfinished, drawn, pad_id)
         new.append(drawn[:, None])
         unfinished &= ~torch.isin(drawn, eos)
-        if index + 1 == max_new_tokens or not unfinished.any():
+        if index + 1 == max_new_tokens:
+            break
+        finished = not unfinished.any()
+        if synced:
+            if _all_finished(finished, input_ids.device):
+                break
+            idle = finished
+        elif finished:
             break
         step_ids, step_positions = drawn[:, None], step_positions[:, -1:] + 1
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
     return torch.cat([input_ids] + new, dim=1), cache
+
+
+def _all_finished(finished: bool, device: torch.device) -> bool:
+    """Whether every process has finished its rows (a collective: each process calls it once per step)."""
+    import torch.distributed as dist
+    flag = torch.tensor([1 if finished else 0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())

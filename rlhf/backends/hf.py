@@ -46,7 +46,7 @@ class HFBackend:
         The kept caches of one call's rows stay in memory until the next call or the session's end.
     decode: "loop" samples with the backend's own decoding loop (`rlhf.backends.decode`: `generate`'s
         computation without its per-step machinery), "generate" with `model.generate`. The loop hands over
-        to `generate`, logged once, for stop strings, synced GPUs and generation-config processors it lacks.
+        to `generate`, logged once, for stop strings and generation-config processors it lacks.
     draw: how the loop draws a sampled id: "inverse_cdf" (one uniform per row: the distribution `generate`
         samples, with other ids) or "multinomial" (`torch.multinomial`, `generate`'s own draws, so the same ids
         as decode=generate for a seed, at the cost of one random number per vocabulary entry).
@@ -109,12 +109,12 @@ class HFBackend:
         reasons = unsupported(self.model.generation_config)
         if self.stop_strings:
             reasons.append("stop_strings")
-        if self.synced_gpus:
-            reasons.append("synced_gpus")
         if not callable(getattr(decoder_of(self.model), "prepare_inputs_for_generation", None)):
             reasons.append(f"a {type(self.model).__name__} model")
         if reasons:
-            log.info("backend.decode=loop hands over to generate for: %s", ", ".join(reasons))
+            draws = "" if self.sampling.draw == "multinomial" or self.temperature == 0 else \
+                f" (which draws with torch.multinomial, not backend.draw={self.sampling.draw})"
+            log.info("backend.decode=loop hands over to generate for: %s%s", ", ".join(reasons), draws)
         return not reasons
 
     def _lean(self) -> bool:
@@ -235,7 +235,7 @@ class HFBackend:
                                       attention_mask.to(self.model.device), extra.get(cache_arg()),
                                       max_new_tokens=self.max_new_tokens, min_new_tokens=self.min_new_tokens,
                                       eos_ids=self.eos_ids, pad_id=pad_id, sampling=self.sampling,
-                                      lean=self._lean())
+                                      lean=self._lean(), synced=self.synced_gpus)
             return self._finish(sequences, width, prompts, attention_mask, cache if keeping else None, keeping)
         if self.temperature == 0:
             sampling = dict(do_sample=False)

@@ -67,6 +67,8 @@ def branch_pairs(first: list[Dialogue], second: list[Dialogue], branches: list[t
         reason = None
         if d2.end == "failed":
             reason = f"user simulator failed: {d2.failure}"
+        elif not a.strip() or not b.strip():  # the reward scores the horizon's turn, not the branch turn's
+            reason = "an empty response at the branch turn"
         elif isinstance(rc, Invalid) or isinstance(rr, Invalid):
             reason = f"invalid reward: {(rc if isinstance(rc, Invalid) else rr).reason}"
         elif a == b:

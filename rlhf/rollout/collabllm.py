@@ -20,6 +20,7 @@ std_rejected, turn, chosen_proactive, fields; ready for `rlhf-train algo=dpo tas
 task.train_path=<run_dir>/pairs`.
 """
 
+from dataclasses import replace
 from pathlib import Path
 
 import datasets
@@ -45,6 +46,12 @@ def with_system(conversation: list[dict], prompt: str) -> list[dict]:
     if conversation and conversation[0]["role"] == "system":
         return [{"role": "system", "content": conversation[0]["content"] + "\n\n" + prompt}, *conversation[1:]]
     return [{"role": "system", "content": prompt}, *conversation]
+
+
+def screen_empty(evaluations: list[Evaluation], texts: list[str]) -> list[Evaluation]:
+    """The evaluations, with an empty (or whitespace-only) candidate's reward Invalid: its sessions may score
+    well by later turns, but an empty reply is neither chosen (the dialogue goes on from it) nor rejected."""
+    return [e if t.strip() else replace(e, mean=Invalid("empty candidate")) for e, t in zip(evaluations, texts)]
 
 
 def rank(evaluations: list[Evaluation]) -> tuple[int, int] | None:
@@ -109,8 +116,8 @@ def collabllm_pairs(
                                              [items[i][1] for i, _, _ in flat], seed=turn_seed(base, turn, 1))
             still = []
             for a, i in enumerate(active):
-                mine = evaluations[a * num_candidates:(a + 1) * num_candidates]
                 texts = candidates[a]
+                mine = screen_empty(evaluations[a * num_candidates:(a + 1) * num_candidates], texts)
                 ranked = rank(mine)
                 row = _pair_row(histories[i], items[i][1], turn, texts, mine, ranked, num_proactive, minimum_gap,
                                keep_ties)

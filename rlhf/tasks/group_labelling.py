@@ -12,7 +12,9 @@ majority rows into minority rows.
 Input rows: a `prompt` with `responses`, exactly two replies (group rows as `rlhf-generate mode=samples
 mode.num_samples=2` writes them; their `scores`, if any, are not read), or preference rows, whose `chosen` and
 `rejected` are read as two unordered responses (also after conversion from a published `task.format`). The
-row's other columns are given to the gold as each conversation's fields.
+row's other columns are given to the gold as each conversation's fields. A group row with an empty (or
+whitespace-only) reply, which a sampled policy can write, is dropped and counted (its row keeps its draw, so
+the other rows' groups do not move); an empty `chosen` or `rejected` is an error, as in any preference data.
 Output: preference rows `prompt`, `chosen`, `rejected`, `group_id`, `score_chosen`, `score_rejected` (the
 scores under the row's own group).
 """
@@ -66,8 +68,14 @@ class GroupLabelling:
 
     def label(self, rows: datasets.Dataset, stream: str, source: str) -> tuple[datasets.Dataset, int]:
         """The labelled preference rows of `rows`, and how many ties were dropped."""
-        pairs = read_pairs(rows, source)
-        groups = self.draw(len(pairs), stream)
+        read = read_pairs(rows, source)
+        groups = self.draw(len(read), stream)  # a draw per row, an empty-reply row's too
+        kept = [i for i, pair in enumerate(read) if pair is not None]
+        if len(kept) < len(read):
+            log.warning("%s: %d of %d pairs dropped for an empty reply", source, len(read) - len(kept), len(read))
+        if not kept:
+            raise ValueError(f"{source}: every one of its {len(read)} pairs has an empty reply")
+        pairs, groups = [read[i] for i in kept], groups[kept]
         conversations = [prompt + as_messages(reply, "assistant") for prompt, replies, _ in pairs for reply in replies]
         fields = [extra for _, _, extra in pairs for _ in range(2)]
         scores = self.scores(conversations, fields, source)  # (2, 2N): response j of row i at 2i + j
@@ -108,8 +116,9 @@ class GroupLabelling:
         return False
 
 
-def read_pairs(rows: datasets.Dataset, source: str) -> list[Pair]:
-    """Each row's prompt (as messages), two responses and other columns; bad rows raise, named."""
+def read_pairs(rows: datasets.Dataset, source: str) -> list[Pair | None]:
+    """Each row's prompt (as messages), two responses and other columns, or None for a group row with an empty
+    reply; bad rows raise, named."""
     kind = "group" if "responses" in rows.column_names else "preference"
     if kind == "preference" and not {"chosen", "rejected"} <= set(rows.column_names):
         problem = ("task.groups needs columns 'prompt' and 'responses' (two replies), or 'prompt', 'chosen' and "
@@ -122,6 +131,9 @@ def read_pairs(rows: datasets.Dataset, source: str) -> list[Pair]:
             problems.append(f"row {index}: " + "; ".join(found))
             continue
         replies = row["responses"] if kind == "group" else [row["chosen"], row["rejected"]]
+        if not all(reply.strip() for reply in replies):  # a group row's (a preference row's are problems)
+            pairs.append(None)
+            continue
         extra = {k: v for k, v in row.items() if k != "prompt" and k not in PAIR_COLUMNS[kind]}
         pairs.append((as_messages(row["prompt"], "user"), replies, extra))
     if problems:
@@ -137,8 +149,8 @@ def _pair_problems(row: dict, kind: str) -> list[str]:
     if not isinstance(responses, list) or len(responses) != 2:
         size = len(responses) if isinstance(responses, list) else type(responses).__name__
         return problems + [f"column 'responses' must hold exactly 2 replies to label a pair, not {size}"]
-    return problems + [f"column 'responses' item {i} is an empty turn" for i, r in enumerate(responses)
-                       if not isinstance(r, str) or not r.strip()]
+    return problems + [f"column 'responses' item {i} is not a string but a {type(r).__name__}"
+                       for i, r in enumerate(responses) if not isinstance(r, str)]
 
 
 def load_labelled(labelling: GroupLabelling, path: str, split: str, limit: int | None, format: str | None,

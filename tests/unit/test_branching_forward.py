@@ -1,5 +1,6 @@
 """REFUEL branching (shared prefixes, horizons, filters) and CollabLLM forward simulation on the tiny model."""
 
+import copy
 import random
 from collections import Counter
 
@@ -13,7 +14,7 @@ from rlhf.rewards.gold import Length
 from rlhf.rewards.multiturn import Evaluation, MultiturnAware
 from rlhf.rewards.twenty_questions import InformationGain
 from rlhf.rollout.branching import branch_pairs, cut_after, sample_branch
-from rlhf.rollout.collabllm import _pair_row, rank
+from rlhf.rollout.collabllm import _pair_row, rank, screen_empty
 from rlhf.rollout.engine import rollout
 from rlhf.rollout.forward import ForwardSimulator
 from rlhf.tasks.twenty_questions_task import TwentyQuestionsTask
@@ -84,6 +85,11 @@ def test_branch_filters_name_their_reason(backend):
     long = branch_pairs(first, other, branches, Length("chars"), backend.tokenizer, max_tokens=5)
     assert {r["drop_reason"] for r in long} == {"longer than 5 tokens"}
     assert cut_after(first[0], 7) == first[0].messages  # a horizon beyond the dialogue keeps all of it
+    # an empty reply at the branch turn, whose dialogue the reward scores by a later, non-empty turn
+    blank = copy.deepcopy(first)
+    blank[0].messages[blank[0].policy_turns[0]]["content"] = "  "
+    reasons = [r["drop_reason"] for r in branch_pairs(blank, other, branches, Length("chars"))]
+    assert reasons[0] == "an empty response at the branch turn" and reasons[1:] == [None, None]
 
 
 def test_forward_sessions_and_the_multiturn_aware_reward(backend):
@@ -118,6 +124,11 @@ def test_candidate_ranking_rules():
     assert rank([e(0.2), e(0.5), e(0.1)]) == (1, 2)
     assert rank([e(0.3, std=0.2), e(0.3, std=0.1)]) == (1, 0)  # a tie: the steadier one is chosen
     assert rank([e(0.3), e(Invalid("judge replied with prose"))]) is None
+    # an empty candidate is neither chosen nor rejected, however its sessions score
+    screened = screen_empty([e(0.9), e(0.2), e(0.5)], [" \n", "Is it red?", "Is it big?"])
+    assert isinstance(screened[0].mean, Invalid) and screened[0].mean.reason == "empty candidate"
+    assert rank(screened) == (2, 1)
+    assert rank(screen_empty([e(0.9), e(0.2)], ["", "Is it red?"])) is None
 
 
 @pytest.mark.parametrize("scores, keep_ties, minimum_gap, reason", [

@@ -80,6 +80,7 @@ def test_loop_hands_over_to_generate_and_says_why(policy, caplog):
     caplog.set_level(logging.INFO, logger="rlhf.backends.kv_reuse")
     backend = HFBackend(policy.model, policy.tokenizer, stop_strings=["."], decode="loop")
     assert not backend.decode_loop and "stop_strings" in caplog.text
+    assert "draws with torch.multinomial, not backend.draw=inverse_cdf" in caplog.text  # the draw it cannot keep
     config = policy.model.generation_config
     original = config.repetition_penalty
     config.repetition_penalty = 1.2
@@ -130,3 +131,38 @@ def test_inverse_cdf_sampling_matches_generate_in_distribution(policy):
     dof = int(seen.sum()) - 1
     assert chi2 < dof + 4 * (2 * dof) ** 0.5  # far below: a wrong distribution gives thousands
     assert not torch.equal(a, b)  # other draws: a test that the two paths really differ
+
+
+def _synced_worker(rank: int, tiny_path: str, store: str, out: str) -> None:
+    import json
+
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    policy = load_policy(tiny_path)
+    if rank == 0:  # every even id an eos id: this process's rows finish well before the other's
+        policy.model.generation_config.eos_token_id = list(range(0, len(policy.tokenizer), 2))
+    calls = []
+    hook = policy.model.model.register_forward_pre_hook(lambda *_: calls.append(1))
+    settings = dict(seed=7, max_new_tokens=30, lean_step=False)
+    synced = HFBackend(policy.model, policy.tokenizer, synced_gpus=True, **settings).generate(CONVERSATIONS[rank:],
+                                                                                               num_samples=2)
+    hook.remove()
+    alone = HFBackend(policy.model, policy.tokenizer, **settings).generate(CONVERSATIONS[rank:], num_samples=2)
+    dist.destroy_process_group()
+    lengths = [len(c.token_ids) for samples in synced for c in samples]
+    with open(f"{out}.{rank}", "w") as f:
+        json.dump({"same": synced == alone, "calls": len(calls), "longest": max(lengths)}, f)
+
+
+def test_synced_processes_step_together_and_sample_as_alone(tiny_path, tmp_path):
+    """Two processes (gloo), one whose rows finish early: it keeps calling the model until the other is done
+    (as ZeRO-3's gathers need), and each samples the ids it samples alone."""
+    import json
+
+    import torch.multiprocessing as mp
+    out = str(tmp_path / "result")
+    mp.spawn(_synced_worker, args=(tiny_path, str(tmp_path / "store"), out), nprocs=2, join=True)
+    results = [json.loads(open(f"{out}.{rank}").read()) for rank in (0, 1)]
+    assert all(r["same"] for r in results)
+    assert results[0]["longest"] < results[1]["longest"]  # rank 0 idled while rank 1 went on
+    assert results[0]["calls"] == results[1]["calls"] == results[1]["longest"]  # prefill + one call per later step

@@ -112,6 +112,19 @@ def test_the_row_columns_reach_the_gold_as_fields():
     assert (out[0]["chosen"], out[0]["score_chosen"], out[0]["score_rejected"]) == ("bbb", 6.0, 2.0)
 
 
+def test_a_pair_with_an_empty_reply_is_dropped_and_the_other_rows_keep_their_groups(caplog):
+    full = labelled(pair_rows(*[(HAPPY, CALM)] * 6), 0.5, seed=3)[0]
+    rows = pair_rows(*[(HAPPY, CALM)] * 6).to_list()
+    rows[2]["responses"] = [HAPPY, " \n"]
+    out, ties = labelled(datasets.Dataset.from_list(rows), 0.5, seed=3)
+    assert ties == 0 and "1 of 6 pairs dropped for an empty reply" in caplog.text
+    assert out.to_list() == [r for i, r in enumerate(full.to_list()) if i != 2]
+    with pytest.raises(ValueError, match="every one of its 1 pairs has an empty reply"):
+        labelled(pair_rows(("", CALM)), 0.5)
+    with pytest.raises(DataValidationError, match="column 'rejected' is an empty turn"):  # preference data
+        labelled(datasets.Dataset.from_list([{"prompt": "Hi?", "chosen": "a", "rejected": " "}]), 0.5)
+
+
 def test_bad_rows_are_named():
     rows = datasets.Dataset.from_list([
         {"prompt": "Fine?", "responses": ["one", "two"]},
@@ -123,7 +136,7 @@ def test_bad_rows_are_named():
     message = str(excinfo.value)
     assert "2 invalid row(s) in test rows" in message
     assert "row 1: column 'responses' must hold exactly 2 replies to label a pair, not 3" in message
-    assert "row 2: column 'prompt' is an empty turn; column 'responses' item 1 is an empty turn" in message
+    assert "row 2: column 'prompt' is an empty turn" in message and "item 1" not in message  # an empty reply drops
     with pytest.raises(DataValidationError, match=r"needs columns 'prompt' and 'responses'"):
         labelled(datasets.Dataset.from_list([{"prompt": "Hi?", "chosen": "a"}]), 0.5)
 

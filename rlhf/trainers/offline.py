@@ -243,7 +243,7 @@ def fit_offline(
     if algo.needs_reference:
         with accelerator.main_process_first():  # the main process writes the cache, the others read it
             ref = make_reference(reference, policy, examples, algo.batch_kind, logprob_temperature(algo),
-                                 run_dir, batch_size, reference_cache)
+                                 run_dir, batch_size, reference_cache, mixed_precision)
     evaluate = None
     if algo.batch_kind in GENERATIVE_KINDS and task.eval is not None and backend is not None and reward is not None:
         evaluate = RewardEvaluator(backend, reward, task.eval_prompts())

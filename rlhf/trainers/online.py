@@ -172,7 +172,7 @@ def fit_online(
             raise ValueError("trainer.reference=disabled_adapter needs a LoRA policy (set policy.lora)")
         frozen = policy.model if reference == "disabled_adapter" else copy.deepcopy(policy.model).eval().requires_grad_(False)
         ref = ModelReference(frozen, "group" if kind == "rollout" else kind, temperature,
-                             disable_adapter=reference == "disabled_adapter")
+                             disable_adapter=reference == "disabled_adapter", precision=mixed_precision)
     model = PolicyWithValueHead(policy.model, seed) if kind == "rollout" else policy.model
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]

@@ -8,6 +8,9 @@
 - "frozen_copy": a deep copy of the initial policy, frozen, run next to the trained one.
 - "disabled_adapter": the trained model itself with its LoRA adapter switched off (LoRA only).
 
+Each runs under the training's `trainer.mixed_precision` (autocast, as the trained policy's forward does), so
+at the first step the reference's log-probs are the policy's own; precomputed outputs are keyed by it too.
+
 A reference returns, for a batch, the outputs named in `REFERENCE_OUTPUTS` of its kind: per example
 (pairs: one number per log-prob) or per token (sequences: (N, T-1), zero on padding).
 """
@@ -35,17 +38,31 @@ from rlhf.trainers.steps import OUTPUTS, PER_TOKEN_KINDS, REFERENCE_OUTPUTS, Bat
 log = logging.getLogger(__name__)
 
 MODES = ("precompute", "frozen_copy", "disabled_adapter")
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}  # trainer.mixed_precision -> autocast dtype
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of `trainer.mixed_precision` (None for "no"); other settings are refused."""
+    if precision == "no":
+        return None
+    if precision not in AUTOCAST:
+        raise ValueError(f"trainer.mixed_precision={precision!r} is not one a reference policy can run under "
+                         f"(the algorithm needs one): use 'no', {' or '.join(repr(k) for k in AUTOCAST)}")
+    return AUTOCAST[precision]
 
 
 class ModelReference:
     """Reference outputs from a model, computed per batch without gradients."""
 
-    def __init__(self, model, kind: str, temperature: float, disable_adapter: bool):
+    def __init__(self, model, kind: str, temperature: float, disable_adapter: bool, precision: str = "no"):
         self.model, self.kind, self.temperature, self.disable_adapter = model, kind, temperature, disable_adapter
+        self.dtype = autocast_dtype(precision)
 
     @torch.no_grad()
     def __call__(self, batch: Batch, split: str) -> dict[str, Tensor]:
-        with self.model.disable_adapter() if self.disable_adapter else nullcontext():
+        autocast = nullcontext() if self.dtype is None else \
+            torch.autocast(device_type=next(self.model.parameters()).device.type, dtype=self.dtype)
+        with self.model.disable_adapter() if self.disable_adapter else nullcontext(), autocast:
             outputs = OUTPUTS[self.kind](self.model, batch, self.temperature)
         if self.kind in PER_TOKEN_KINDS:  # per token: zero on padding, as the cached tables are
             outputs = {k: v * batch.attention_mask[:, 1:] for k, v in outputs.items()}
@@ -83,8 +100,10 @@ def stack_fingerprint() -> dict:
             "cuda": torch.version.cuda, "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
 
 
-def _fingerprint(policy: Policy, examples: dict[str, Examples], kind: str, temperature: float) -> str:
-    h = hashlib.sha256(json.dumps([policy.path, kind, temperature, stack_fingerprint()]).encode())
+def _fingerprint(policy: Policy, examples: dict[str, Examples], kind: str, temperature: float,
+                 precision: str = "no") -> str:
+    key = [policy.path, kind, temperature, stack_fingerprint()] + ([precision] if precision != "no" else [])
+    h = hashlib.sha256(json.dumps(key).encode())
     for split, ex in sorted(examples.items()):
         h.update(split.encode())
         for item in ex.items:
@@ -111,18 +130,18 @@ def _compute(reference: ModelReference, ex: Examples, batch_size: int, device, p
 
 
 def precompute(policy: Policy, examples: dict[str, Examples], kind: str, temperature: float, cache: Path,
-               batch_size: int, shared: Path | None = None) -> PrecomputedReference:
+               batch_size: int, shared: Path | None = None, precision: str = "no") -> PrecomputedReference:
     """Reference tables for every split, loaded from `cache` (the run's) when it was written for the same
     inputs, else from `shared` (a folder other runs use too) when a run with the same inputs and the same
     initial weights (their bytes, not their path) wrote them there, else computed and written to both. Runs
     that start together wait for the first to compute (a file lock), then read its tables."""
     per_token = kind in PER_TOKEN_KINDS
-    fingerprint = _fingerprint(policy, examples, kind, temperature)
+    fingerprint = _fingerprint(policy, examples, kind, temperature, precision)
     meta = cache.with_suffix(".json")
     if cache.exists() and meta.exists() and json.loads(meta.read_text())["fingerprint"] == fingerprint:
         return PrecomputedReference(_read(cache), per_token)
     if shared is None:
-        return _computed(policy, examples, kind, temperature, batch_size, cache, fingerprint)
+        return _computed(policy, examples, kind, temperature, batch_size, cache, fingerprint, precision)
     from rlhf.rollout.chunks import weights_fingerprint
 
     shared = shared.expanduser()
@@ -136,16 +155,17 @@ def precompute(policy: Policy, examples: dict[str, Examples], kind: str, tempera
             tables = _read(stored)
             _write_run_cache(tables, cache, fingerprint)
             return PrecomputedReference(tables, per_token)
-        reference = _computed(policy, examples, kind, temperature, batch_size, cache, fingerprint)
+        reference = _computed(policy, examples, kind, temperature, batch_size, cache, fingerprint, precision)
         _write(reference.tables, stored)
     return reference
 
 
 def _computed(policy: Policy, examples: dict[str, Examples], kind: str, temperature: float, batch_size: int,
-              cache: Path, fingerprint: str) -> PrecomputedReference:
+              cache: Path, fingerprint: str, precision: str = "no") -> PrecomputedReference:
     """One pass of the policy over every split, written to `cache` with its fingerprint."""
     per_token = kind in PER_TOKEN_KINDS
-    reference = ModelReference(policy.model, kind, temperature, disable_adapter=policy.has_adapter)
+    reference = ModelReference(policy.model, kind, temperature, disable_adapter=policy.has_adapter,
+                               precision=precision)
     was_training = policy.model.training
     policy.model.eval()
     device = next(policy.model.parameters()).device
@@ -179,17 +199,19 @@ def _write(tables: dict[str, dict[str, tuple[Tensor, Tensor]]], path: Path) -> N
 
 
 def make_reference(mode: str, policy: Policy, examples: dict[str, Examples], kind: str, temperature: float,
-                   run_dir: Path, batch_size: int, shared: str | None = None):
+                   run_dir: Path, batch_size: int, shared: str | None = None, precision: str = "no"):
     """The reference for `mode` (see module docstring); call before any checkpoint is loaded. shared: the
-    folder precomputed outputs are also kept in for other runs (`trainer.reference_cache`; None: the run's only)."""
+    folder precomputed outputs are also kept in for other runs (`trainer.reference_cache`; None: the run's only);
+    precision: the training's `trainer.mixed_precision`, which the reference's forward passes run under."""
     if mode not in MODES:
         raise ValueError(f"trainer.reference={mode!r} is not one of {MODES}")
+    autocast_dtype(precision)  # refused before any pass
     if mode == "precompute":
         return precompute(policy, examples, kind, temperature, run_dir / "reference_outputs.safetensors", batch_size,
-                          Path(shared) if shared else None)
+                          Path(shared) if shared else None, precision)
     if mode == "disabled_adapter":
         if not policy.has_adapter:
             raise ValueError("trainer.reference=disabled_adapter needs a LoRA policy (set policy.lora)")
-        return ModelReference(policy.model, kind, temperature, disable_adapter=True)
+        return ModelReference(policy.model, kind, temperature, disable_adapter=True, precision=precision)
     frozen = copy.deepcopy(policy.model).eval().requires_grad_(False)
-    return ModelReference(frozen, kind, temperature, disable_adapter=False)
+    return ModelReference(frozen, kind, temperature, disable_adapter=False, precision=precision)

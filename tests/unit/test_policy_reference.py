@@ -87,6 +87,29 @@ def test_precomputed_reference_is_reused_not_recomputed(tiny_path, tmp_path):
     assert not torch.allclose(table(other), first[:2])  # different data: recomputed with the current weights
 
 
+@pytest.mark.parametrize("mode", ["frozen_copy", "precompute"])
+def test_reference_runs_under_the_training_precision(tiny_path, tmp_path, mode):
+    """Under trainer.mixed_precision=bf16 the reference's log-probs are the autocast policy's (so the first
+    step's log-ratios are zero), not the float32 ones; precomputed ones are keyed by the precision."""
+    policy = load_policy(tiny_path)
+    ex = examples(policy.tokenizer)
+    batch = ex["train"].batch([0, 1, 2])
+    with torch.no_grad(), torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        autocast, _ = sequence_logps(policy.model, batch.concatenated())
+    with torch.no_grad():
+        full, _ = sequence_logps(policy.model, batch.concatenated())
+    assert not torch.allclose(autocast, full, rtol=0, atol=1e-6)
+
+    def logps(precision):
+        out = make_reference(mode, policy, ex, "pair", 1.0, tmp_path, 2, precision=precision)(batch, "train")
+        return torch.cat([out["chosen_logps"], out["rejected_logps"]])
+
+    torch.testing.assert_close(logps("bf16"), autocast, rtol=0, atol=1e-6)
+    torch.testing.assert_close(logps("no"), full, rtol=0, atol=1e-6)  # not the bf16 tables of the same run dir
+    with pytest.raises(ValueError, match="trainer.mixed_precision='fp8' is not one a reference policy can run"):
+        make_reference(mode, policy, ex, "pair", 1.0, tmp_path, 2, precision="fp8")
+
+
 def test_reference_mode_errors(tiny_path, tmp_path):
     policy = load_policy(tiny_path)
     with pytest.raises(ValueError, match="trainer.reference"):

@@ -170,7 +170,8 @@ AT_LEAST_ZERO = ("warmup_steps", "weight_decay", "eval_every", "checkpoint_every
 POSITIVE = ("learning_rate", "max_grad_norm")
 FRACTIONS = ("max_failed_fraction", "minority_proportion", "proportion")
 CHOICES = {"mixed_precision": ("no", "fp16", "bf16", "fp8"), "truncation": ("left", "right", "drop", "error"),
-           "reference": ("precompute", "frozen_copy", "disabled_adapter"), "resume": ("check", "ignore_config_change")}
+           "reference": ("precompute", "frozen_copy", "disabled_adapter"), "resume": ("check", "ignore_config_change"),
+           "pair_forward": ("joint", "split", "shared_prompt")}
 
 
 def _accepts(annotation, value) -> bool | None:

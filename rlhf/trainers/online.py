@@ -49,6 +49,7 @@ from rlhf.data.tokenize import Tokenization
 from rlhf.eval.dialogue_eval import DialogueEvaluator
 from rlhf.eval.reward_eval import BackendFactory
 from rlhf.logging import JsonlLogger, Logger
+from rlhf.models.pair_logps import PAIR_FORWARDS
 from rlhf.models.policy import Policy
 from rlhf.models.value_model import PolicyWithValueHead
 from rlhf.rewards.base import Reward
@@ -107,10 +108,13 @@ def fit_online(
     keep_checkpoints: int = 2,
     log_every: int = 1,
     mixed_precision: str = "no",
+    pair_forward: str = "shared_prompt",
 ) -> dict[str, float]:
     """Train `policy` with `algo` on fresh rollouts of `task` (module docstring); returns the final metrics
     (also in final_metrics.json). prompts_per_step is global (over all processes); micro_batch_size bounds
-    the units of one forward pass of the log-prob passes."""
+    the units of one forward pass of the log-prob passes; pair_forward: how a pair's two replies run through
+    the policy (`rlhf.models.pair_logps`: the shared prompt once by default), in the sampling policy's pass
+    and in training alike."""
     kind, watch = algo.batch_kind, Stopwatch()
     if kind not in ONLINE_KINDS:
         raise ValueError(f"{type(algo).__name__} trains on {kind} batches of fixed data; the online loop trains "
@@ -118,6 +122,8 @@ def fit_online(
     if reference not in REFERENCES:
         raise ValueError(f"trainer.reference={reference!r}: online it is one of {REFERENCES} (precompute needs "
                          "fixed data)")
+    if pair_forward not in PAIR_FORWARDS:
+        raise ValueError(f"trainer.pair_forward={pair_forward!r}: expected one of {', '.join(PAIR_FORWARDS)}")
     for name, value in (("max_steps", max_steps), ("prompts_per_step", prompts_per_step), ("ppo_epochs", ppo_epochs),
                         ("num_minibatches", num_minibatches), ("micro_batch_size", micro_batch_size),
                         ("gradient_accumulation_steps", gradient_accumulation_steps)):
@@ -238,7 +244,8 @@ def fit_online(
                 # 3. log-probs of the policy that sampled and of the reference, values, the algorithm's targets
                 with watch("logprobs"):
                     per_unit, target_metrics = unit_tensors(model, ref, algo, examples, temperature, old_pass,
-                                                            micro_batch_size, accelerator.device, kl_controller)
+                                                            micro_batch_size, accelerator.device, kl_controller,
+                                                            pair_forward)
                     metrics |= {f"rollout/{k}": float(v) for k, v in target_metrics.items()}
                 # 4. epochs x minibatches of the units: loss, backward, optimizer step
                 with watch("train"):
@@ -250,7 +257,7 @@ def fit_online(
                                 continue  # no process has a unit for this minibatch: no step
                             window.add(update(accelerator, model, optimizer, algo, examples, part.tolist(),
                                               per_unit, temperature, params, max_grad_norm,
-                                              gradient_accumulation_steps, kl_controller))
+                                              gradient_accumulation_steps, kl_controller, pair_forward))
                             scheduler.step()
             # 5. the KL controller, on the KL of all processes' rollouts
             metrics = merged_rollout_metrics(accelerator, metrics)

@@ -103,7 +103,7 @@ def unit_outputs(outputs, examples: Examples, kind: str, names: tuple[str, ...],
 
 
 def unit_tensors(model, ref, algo, examples: Examples | None, temperature: float, old_pass: bool, micro: int, device,
-                 kl_controller) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+                 kl_controller, pair_forward: str = "joint") -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """The update's per-unit tensors, and their metrics: the sampling policy's log-probs (and values) when
     `old_pass` (the units are used more than once, or for the algorithm's targets), the reference's, and the
     targets of "rollout" batches (PPO: advantages and returns over all of the update's rollouts)."""
@@ -114,8 +114,8 @@ def unit_tensors(model, ref, algo, examples: Examples | None, temperature: float
     model.eval()
     if old_pass:
         names = REFERENCE_OUTPUTS[kind] + (("values",) if kind == "rollout" else ())
-        per_unit |= unit_outputs(lambda b: OUTPUTS[kind](model, b, temperature), examples, kind, names, micro,
-                                 device, "old_")
+        per_unit |= unit_outputs(lambda b: OUTPUTS[kind](model, b, temperature, **pair_arg(kind, pair_forward)),
+                                 examples, kind, names, micro, device, "old_")
     if ref is not None:
         per_unit |= unit_outputs(lambda b: ref(b, "train"), examples, kind, REFERENCE_OUTPUTS[ref.kind], micro,
                                  device, "ref_")
@@ -126,12 +126,17 @@ def unit_tensors(model, ref, algo, examples: Examples | None, temperature: float
     return per_unit | targets, metrics
 
 
+def pair_arg(kind: str, pair_forward: str) -> dict:
+    """The outputs' `pair_forward` argument, for pair batches (the others have none)."""
+    return {"pair_forward": pair_forward} if kind == "pair" else {}
+
+
 def minibatch_inputs(kind: str, model, examples: Examples, positions: list[int], per_unit: dict[str, torch.Tensor],
-                     temperature: float, device) -> dict[str, torch.Tensor]:
+                     temperature: float, device, pair_forward: str = "joint") -> dict[str, torch.Tensor]:
     """What a loss may take for the units `positions`: the model's outputs (with gradient), the units'
     fields, and their slices of the update's per-unit tensors (old and reference log-probs, targets)."""
     batch = examples.batch(positions).to(device)
-    inputs = OUTPUTS[kind](model, batch, temperature) | batch.fields
+    inputs = OUTPUTS[kind](model, batch, temperature, **pair_arg(kind, pair_forward)) | batch.fields
     for name, value in per_unit.items():
         value = value[positions]  # per unit (B,), or per token (B, K, W): cut to this minibatch's padding
         inputs[name] = (value.flatten(0, 1)[:, :batch.input_ids.shape[1] - 1] if value.ndim == 3 else value).to(device)
@@ -198,7 +203,7 @@ def rollout_targets(algo, examples: Examples, per_unit: dict[str, torch.Tensor],
 
 def update(accelerator, model, optimizer, algo, examples: Examples, positions: list[int],
            per_unit: dict[str, torch.Tensor], temperature: float, params, max_grad_norm: float, micro_steps: int,
-           kl_controller) -> dict[str, float]:
+           kl_controller, pair_forward: str = "joint") -> dict[str, float]:
     """One optimizer step on the units `positions`, in `micro_steps` micro-batches whose losses are weighted
     by their share of the units (the minibatch's mean for losses that average over units). Returns the
     step's metrics."""
@@ -207,7 +212,7 @@ def update(accelerator, model, optimizer, algo, examples: Examples, positions: l
         with accelerator.accumulate(model):
             if len(micro):
                 inputs = minibatch_inputs(algo.batch_kind, model, examples, micro.tolist(), per_unit, temperature,
-                                          accelerator.device)
+                                          accelerator.device, pair_forward)
                 if kl_controller is not None:
                     inputs["kl_coef"] = kl_controller.value
                 loss, step_metrics = call_loss(algo, inputs)

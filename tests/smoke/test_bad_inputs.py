@@ -118,6 +118,8 @@ CASES = {
     "mixed_precision_unknown": ("train", ["trainer.mixed_precision=fp13"],
                                 "trainer.mixed_precision='fp13' is not one of ['no', 'fp16', 'bf16', 'fp8']", True),
     "reference_unknown": ("train", ["trainer.reference=bogus"], "trainer.reference='bogus' is not one of", True),
+    "online_pair_forward_unknown": ("train", ["experiment=online_debug", "algo=opo", "trainer.pair_forward=both"],
+                                    "trainer.pair_forward='both' is not one of", True),
     "truncation_unknown": ("train", ["data.truncation=middle"], "data.truncation='middle' is not one of", True),
     "num_prompts_text": ("generate", ["num_prompts=all"], "num_prompts='all' must be an integer or null", True),
     "temperature_negative": ("generate", ["backend.temperature=-1"], "backend.temperature=-1 must be >= 0", True),

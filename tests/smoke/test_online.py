@@ -51,6 +51,23 @@ def assert_trained(run_dir, tiny_cache, name: str, updates: int) -> None:
     assert {"before/eval/reward_mean", "eval/reward_mean", "train/loss"} <= final.keys()
 
 
+def test_online_pairs_train_the_same_with_the_shared_prompt_forward(tmp_path, tiny_cache):
+    """trainer.pair_forward online (OPO): the prompt once for both replies, in the sampling policy's pass and in
+    training, gives joint's losses and weights up to float rounding."""
+    runs = {}
+    for forward in ("joint", "shared_prompt"):
+        run_dir = tmp_path / forward
+        out = run("rlhf.train", run_dir, tiny_cache, "experiment=online_debug", *FAMILIES["opo"],
+                  "trainer.ppo_epochs=2", "trainer.learning_rate=1e-3", f"trainer.pair_forward={forward}")
+        assert "runs as joint" not in out.stdout + out.stderr
+        runs[forward] = run_dir
+    losses = {f: [m["loss"] for m in metrics(d) if "loss" in m] for f, d in runs.items()}
+    assert len(losses["joint"]) == 4 and losses["shared_prompt"] == pytest.approx(losses["joint"], abs=1e-4)
+    a, b = weights(runs["joint"] / "model"), weights(runs["shared_prompt"] / "model")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-4)
+
+
 # the families a resume test (below) does not cover; those it covers are checked on its uninterrupted run
 @pytest.mark.parametrize("name", ["dr_grpo"])
 def test_online_training_changes_every_parameter(tmp_path, tiny_cache, name):

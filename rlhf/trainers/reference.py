@@ -138,7 +138,7 @@ def precompute(policy: Policy, examples: dict[str, Examples], kind: str, tempera
     per_token = kind in PER_TOKEN_KINDS
     fingerprint = _fingerprint(policy, examples, kind, temperature, precision)
     meta = cache.with_suffix(".json")
-    if cache.exists() and meta.exists() and json.loads(meta.read_text())["fingerprint"] == fingerprint:
+    if cache.exists() and _fingerprint_of(meta) == fingerprint:
         return PrecomputedReference(_read(cache), per_token)
     if shared is None:
         return _computed(policy, examples, kind, temperature, batch_size, cache, fingerprint, precision)
@@ -178,7 +178,18 @@ def _computed(policy: Policy, examples: dict[str, Examples], kind: str, temperat
 def _write_run_cache(tables: dict[str, dict[str, tuple[Tensor, Tensor]]], cache: Path, fingerprint: str) -> None:
     """The run directory's copy, with the fingerprint it is valid for."""
     _write(tables, cache)
-    cache.with_suffix(".json").write_text(json.dumps({"fingerprint": fingerprint, "stack": stack_fingerprint()}))
+    meta = cache.with_suffix(".json")
+    tmp = meta.with_name(f".{meta.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"fingerprint": fingerprint, "stack": stack_fingerprint()}))
+    os.replace(tmp, meta)
+
+
+def _fingerprint_of(meta: Path) -> str | None:
+    """The fingerprint the run directory's tables were written for (None: none, or an unreadable record)."""
+    try:
+        return json.loads(meta.read_text())["fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _read(path: Path) -> dict[str, dict[str, tuple[Tensor, Tensor]]]:

@@ -85,6 +85,9 @@ def test_precomputed_reference_is_reused_not_recomputed(tiny_path, tmp_path):
     assert torch.equal(first, table(ex))
     other = {"train": build_examples(ROWS[:2], "preference", "pair", policy.tokenizer, Tokenization(64), "rows")}
     assert not torch.allclose(table(other), first[:2])  # different data: recomputed with the current weights
+    (tmp_path / "reference_outputs.json").write_text('{"fingerp')  # a record cut short: recomputed, not a crash
+    assert not torch.allclose(table(ex), first)
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 @pytest.mark.parametrize("mode", ["frozen_copy", "precompute"])

@@ -163,9 +163,14 @@ def build_examples(
     dtypes = {"group_ids": torch.long, "ends_with_eos": torch.bool}
     fields = {name: torch.tensor(v, dtype=dtypes.get(name, torch.float))
               for name, v in values.items() if all(x is not None for x in v)}
-    pad_id = tokenizer.pad_token_id
-    collate = {"group": lambda b, p: collate_groups(b, p, pad_id), "rollout": lambda b, p: collate_groups(b, p, pad_id), "pair": lambda b, p: collate_pairs(b, p, pad_id),
-               "reward_pair": lambda b, p: collate_pairs(b, p, pad_id)}.get(
-        batch_kind, lambda b, p: collate_sequences(b, p, pad_id))
     dropped = len(rows) * (len(responses) if batch_kind == "sequence" and schema == "preference" else 1) - len(items)
-    return Examples(items, kept, fields, dropped, collate)
+    return Examples(items, kept, fields, dropped, collate_for(batch_kind, tokenizer.pad_token_id))
+
+
+def collate_for(batch_kind: str, pad_id: int) -> Callable[[list, list[int]], SequenceBatch | PairBatch]:
+    """How examples of `batch_kind` are batched, padded with `pad_id`."""
+    if batch_kind in ("group", "rollout"):
+        return lambda b, p: collate_groups(b, p, pad_id)
+    if batch_kind in ("pair", "reward_pair"):
+        return lambda b, p: collate_pairs(b, p, pad_id)
+    return lambda b, p: collate_sequences(b, p, pad_id)

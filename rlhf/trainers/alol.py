@@ -113,7 +113,7 @@ def fit_alol(
     if sampling_strategy == "all_priority" and task.schema != "preference":
         raise ValueError(f"trainer.sampling_strategy=all_priority also draws the rejected replies of preference rows; "
                          f"task {task.name!r} has {task.schema} rows (use good_priority)")
-    examples = tokenised(task, algo, policy, tokenization, responses)
+    examples = tokenised(task, algo, policy, tokenization, responses, offline.get("tokenised_cache"))
     if "rewards" not in examples["train"].fields:
         raise ValueError(f"A-LoL weights examples by their reward: task {task.name!r} needs score_chosen"
                          f"{'/score_rejected' if len(responses) == 2 else ''} columns (or `score` for conversation and scored rows)")

@@ -34,7 +34,8 @@ from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs, gather_object, set_seed
 from tqdm.auto import tqdm
 
-from rlhf.data.examples import Examples, build_examples
+from rlhf.data.examples import Examples
+from rlhf.data.examples_cache import cached_examples
 from rlhf.data.tokenize import Tokenization
 from rlhf.eval.reward_eval import BackendFactory, RewardEvaluator
 from rlhf.logging import JsonlLogger, Logger
@@ -126,12 +127,13 @@ def example_lengths(examples: Examples) -> list[int]:
 
 
 def tokenised(task: DatasetTask, algo, policy: Policy, tokenization: Tokenization,
-              responses: tuple[str, ...] = ("chosen",)) -> dict[str, Examples]:
+              responses: tuple[str, ...] = ("chosen",), cache: str | None = None) -> dict[str, Examples]:
     """The task's train (and eval) rows as examples of the algorithm's batch kind (`responses`: which replies
-    of a preference row become sequence examples)."""
+    of a preference row become sequence examples); cache: the folder they are kept in for other runs
+    (`trainer.tokenised_cache`, `rlhf.data.examples_cache`; None: tokenised every run)."""
     splits = {"train": task.train} | ({"eval": task.eval} if task.eval is not None else {})
-    examples = {split: build_examples(rows, task.schema, algo.batch_kind, policy.tokenizer, tokenization,
-                                      f"{task.name} {split}", responses) for split, rows in splits.items()}
+    examples = {split: cached_examples(cache, rows, task.schema, algo.batch_kind, policy.tokenizer, tokenization,
+                                       f"{task.name} {split}", responses) for split, rows in splits.items()}
     for split, ex in examples.items():
         if ex.dropped:
             log.warning("%d %s examples dropped by data.truncation=%s", ex.dropped, split, tokenization.truncation)
@@ -200,6 +202,7 @@ def fit_offline(
     mixed_precision: str = "no",
     reference: str = "precompute",
     reference_cache: str | None = None,
+    tokenised_cache: str | None = None,
     pair_forward: str = "joint",
     length_buckets: int = 0,
 ) -> dict[str, float]:
@@ -211,7 +214,8 @@ def fit_offline(
     batch_size is per process; one optimizer step sees batch_size x processes x gradient_accumulation_steps
     examples. eval_every / checkpoint_every are in optimizer steps (0 = only at the end).
     reference_cache: a folder where precomputed reference outputs are also kept for other runs with the same
-    examples and initial weights (None: only in the run directory).
+    examples and initial weights (None: only in the run directory). tokenised_cache: a folder where the
+    tokenised examples are kept for other runs with the same rows, tokenizer and settings (None: none).
     pair_forward: how preference pairs run through the policy: "joint", "split" or "shared_prompt"
     (`rlhf.models.pair_logps`); the same losses, other speed and memory.
     length_buckets: group examples of similar length into batches, within windows of this many batches of
@@ -238,7 +242,7 @@ def fit_offline(
     set_seed(seed)
     if algo.batch_kind == "rollout":
         policy = Policy(PolicyWithValueHead(policy.model, seed), policy.tokenizer, policy.path)
-    examples = examples or tokenised(task, algo, policy, tokenization)
+    examples = examples or tokenised(task, algo, policy, tokenization, cache=tokenised_cache)
     ref = None
     if algo.needs_reference:
         with accelerator.main_process_first():  # the main process writes the cache, the others read it

@@ -58,11 +58,12 @@ def ask(
     failed: Callable[[str], T],
     max_attempts: int,
     seed: int | None = None,
+    unavailable: Callable[[str], T] | None = None,
 ) -> list[T]:
     """`parse` of the reply to each prompt. A prompt whose reply raises `UnparsableReply` is asked again
     (up to `max_attempts` in all, each attempt a new sample: seed `attempt_seed(seed, attempt)`); after
     the last attempt it gets `failed(reason)` with the last reason. A transport failure (already retried
-    by the chat) gets `failed(failure)` at once."""
+    by the chat) gets `unavailable(failure)` at once (default: `failed`)."""
     if max_attempts < 1:
         raise ValueError(f"max_attempts={max_attempts} must be >= 1")
     answers: list[T | None] = [None] * len(prompts)
@@ -76,7 +77,7 @@ def ask(
         retry = []
         for i, result in zip(pending, results):
             if result.failure is not None:
-                answers[i] = failed(result.failure)
+                answers[i] = (unavailable or failed)(result.failure)
                 continue
             try:
                 answers[i] = parse(result.text)

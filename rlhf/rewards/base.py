@@ -20,6 +20,15 @@ class Invalid:
 
 Score = float | Invalid
 
+UNAVAILABLE = "reward unavailable: "
+
+
+def unavailable(failure: str) -> Invalid:
+    """The score of a conversation whose reward could not be obtained (a judge's endpoint failed after its
+    retries): not a verdict on the response. Generation counts it as a failure, as it does a user simulator's
+    (`rlhf.rollout.engine.row_failure`): the chunk holding it is generated again, and a run with too many stops."""
+    return Invalid(UNAVAILABLE + failure)
+
 
 class Reward(Protocol):
     def score(self, conversations: list[list[dict]], fields: list[dict] | None = None) -> list[Score]:

@@ -12,7 +12,7 @@ import math
 from functools import partial
 
 from rlhf.chat_api import Chat, ChatClient, UnparsableReply, ask, load_local_chat
-from rlhf.rewards.base import Invalid, Score
+from rlhf.rewards.base import Invalid, Score, unavailable
 from rlhf.users.prompting import fill, first_json_object, transcript
 
 Scores = dict[str, float]
@@ -109,7 +109,7 @@ class PointwiseJudge:
         prompts = [self.prompt(c, f, f"reward.template in conversation {i}")
                    for i, (c, f) in enumerate(zip(conversations, rows, strict=True))]
         parse = partial(parse_scores, keys=self.keys, low=self.low, high=self.high)
-        return ask(self.chat, prompts, parse, Invalid, self.max_attempts)
+        return ask(self.chat, prompts, parse, Invalid, self.max_attempts, unavailable=unavailable)
 
     def combine(self, scores: Scores) -> float:
         return self.bias + sum(weight * scores[key] for key, weight in self.weights.items())
@@ -171,7 +171,8 @@ class PairwiseJudge:
         cases = list(enumerate(zip(prefixes, responses_a, responses_b, rows, strict=True)))
         prompts = [self.prompt(p, a, b, f, f"reward.template in pair {i}") for i, (p, a, b, f) in cases]
         prompts += [self.prompt(p, b, a, f, f"reward.template in pair {i}") for i, (p, a, b, f) in cases]
-        verdicts = ask(self.chat, prompts, parse_winner, Invalid, self.max_attempts)
+        verdicts = ask(self.chat, prompts, parse_winner, Invalid, self.max_attempts,
+                       unavailable=unavailable)
         n = len(cases)
         return [outcome(a_first, b_first) for a_first, b_first in zip(verdicts[:n], verdicts[n:])]
 

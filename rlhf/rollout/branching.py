@@ -29,7 +29,7 @@ from rlhf.eval.reward_eval import BackendFactory
 from rlhf.models.policy import Policy
 from rlhf.rewards.base import Invalid, Reward, score_checked
 from rlhf.rollout.chunks import chunk_seed, run_chunks, save_pairs
-from rlhf.rollout.engine import Dialogue, rollout, user_failure
+from rlhf.rollout.engine import Dialogue, rollout, row_failure
 from rlhf.tasks.base import DialogueTask
 from rlhf.users.base import UserSimulator
 
@@ -133,5 +133,5 @@ def refuel_pairs(
                       key={"mode": "refuel_pairs", "seed": seed, "task": task.name, "split": split,
                            "horizon": horizon, "max_tokens": max_tokens},
                       models={"policy": policy.model, "reward": reward, "user": user},
-                      failed=user_failure, max_failed_fraction=max_failed_fraction)
+                      failed=row_failure, max_failed_fraction=max_failed_fraction)
     return save_pairs(rows, out)

@@ -30,7 +30,7 @@ from rlhf.models.policy import Policy
 from rlhf.rewards.base import Invalid, Reward
 from rlhf.rewards.multiturn import Evaluation, MultiturnAware
 from rlhf.rollout.chunks import chunk_seed, run_chunks, save_pairs
-from rlhf.rollout.engine import turn_seed, user_failure
+from rlhf.rollout.engine import row_failure, turn_seed
 from rlhf.rollout.forward import ForwardSimulator
 from rlhf.tasks.base import DialogueTask
 from rlhf.users.base import UserSimulator
@@ -144,7 +144,7 @@ def collabllm_pairs(
                            "cost_cap": cost_cap, "minimum_gap": minimum_gap, "proactive_prompt": proactive_prompt,
                            "keep_ties": keep_ties},
                       models={"policy": policy.model, "reward": reward, "user": user},
-                      failed=user_failure, max_failed_fraction=max_failed_fraction)
+                      failed=row_failure, max_failed_fraction=max_failed_fraction)
     return save_pairs(rows, out, drop=("candidates", "candidate_scores"))
 
 

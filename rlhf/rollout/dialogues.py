@@ -23,7 +23,7 @@ from rlhf.eval.reward_eval import BackendFactory
 from rlhf.models.policy import Policy
 from rlhf.rewards.base import Invalid, Reward, Score, as_columns, invalid_counts, score_checked
 from rlhf.rollout.chunks import chunk_seed, run_chunks, save_dataset
-from rlhf.rollout.engine import Dialogue, rollout, summary, user_failure
+from rlhf.rollout.engine import Dialogue, rollout, row_failure, summary
 from rlhf.tasks.base import DialogueTask
 from rlhf.users.base import UserSimulator
 
@@ -91,7 +91,7 @@ def generate_dialogues(
     rows = run_chunks(list(zip(openings, fields)), chunk_size, out, make_rows, unit="dialogue",
                       key={"mode": "dialogues", "seed": seed, "task": task.name, "split": split},
                       models={"policy": policy.model, "reward": reward, "user": user},
-                      failed=user_failure, max_failed_fraction=max_failed_fraction)
+                      failed=row_failure, max_failed_fraction=max_failed_fraction)
     dataset = save_dataset(rows, out / "dialogues")
     metric_keys = list(task.dialogue_metrics(openings[0], fields[0])) if openings else []
     report(rows, out, metric_keys)

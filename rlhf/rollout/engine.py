@@ -169,14 +169,27 @@ def failure_class(reason: str) -> str:
     return reason[:cut].strip()[:60] or "unknown"
 
 
-def user_failure(row: dict) -> str | None:
-    """The kind of the user-simulator failure behind a written row (a dialogue's `failure`, or a pair's
-    `drop_reason` "... user simulator failed: ..."), None for a row that is a result."""
-    reason = row.get("failure")
-    marker = "user simulator failed: "
-    if reason is None and marker in (row.get("drop_reason") or ""):
-        reason = row["drop_reason"].split(marker, 1)[1]
-    return failure_class(reason) if reason is not None else None
+FAILURE_MARKERS = {"user simulator failed: ": "", "reward unavailable: ": "reward "}
+
+
+def marked_failure(reason: str | None) -> str | None:
+    """The kind of failure a drop or invalid reason names ("... user simulator failed: HTTP 500 after 3
+    attempts" -> "HTTP 500", "invalid reward: reward unavailable: timeout ..." -> "reward timeout"), None for
+    a reason that is a verdict on the response (empty, tied, too long, unparsable judge reply)."""
+    for marker, kind in FAILURE_MARKERS.items():
+        if reason and marker in reason:
+            return kind + failure_class(reason.split(marker, 1)[1])
+    return None
+
+
+def row_failure(row: dict) -> str | None:
+    """The kind of the failure behind a written row, None for a row that is a result: a dialogue's user
+    simulator `failure`, or a user simulator or reward endpoint (`rlhf.rewards.base.unavailable`) failure
+    named by its `drop_reason`, `invalid_reason` or one of its `invalid_reasons`."""
+    if row.get("failure") is not None:
+        return failure_class(row["failure"])
+    reasons = [row.get("drop_reason"), row.get("invalid_reason"), *(row.get("invalid_reasons") or [])]
+    return next((kind for kind in map(marked_failure, reasons) if kind is not None), None)
 
 
 def summary(rows: list[dict]) -> dict[str, float]:

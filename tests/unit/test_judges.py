@@ -11,6 +11,7 @@ from rlhf.config import CONF_DIR, build
 from rlhf.eval.views import scored
 from rlhf.rewards.base import Invalid, score_checked
 from rlhf.rewards.judge import PairwiseJudge, PointwiseJudge, parse_scores
+from rlhf.rollout.engine import marked_failure
 from tests.fake_chat_server import Reply, Status, last_content
 
 GAMES = [
@@ -92,8 +93,17 @@ def test_transport_failure_is_invalid_and_the_rest_is_scored(chat_server, tmp_pa
     judge = api_judge(chat_server, tmp_path, "judge_20q")
     games = [*GAMES[:2], [*GAMES[2][:3], {"role": "assistant", "content": "  "}]]
     scores = score_checked(judge, games, FIELDS)
-    assert scores == [1.5, Invalid("HTTP 503 after 1 attempt: busy"), Invalid("empty response")]
+    assert scores == [1.5, Invalid("reward unavailable: HTTP 503 after 1 attempt: busy"), Invalid("empty response")]
     assert chat_server.count == 2  # the empty response never reached the judge
+    assert [marked_failure(s.reason) for s in scores[1:]] == ["reward HTTP 503", None]  # a failure, not a verdict
+
+
+def test_pairwise_transport_failure_is_unavailable_not_a_tie(chat_server, tmp_path):
+    chat_server.script = lambda body, seen: (Status(500, "down") if "C" in positions(last_content(body))
+                                             else Reply('{"winner": 1}'))
+    judge = api_judge(chat_server, tmp_path, "judge_pairwise", ("++reward.client.max_retries=0",))
+    a_wins, failed = judge.compare(PREFIXES[:2], ["A", "C"], ["B", "D"])
+    assert a_wins == 0.5 and failed == Invalid("reward unavailable: HTTP 500 after 1 attempt: down")
 
 
 def test_combine_is_an_affine_map_of_the_keys(chat_server, tmp_path):

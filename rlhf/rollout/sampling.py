@@ -21,6 +21,7 @@ from rlhf.eval.reward_eval import BackendFactory, generate_and_score
 from rlhf.models.policy import Policy
 from rlhf.rewards.base import Reward
 from rlhf.rollout.chunks import chunk_seed, run_chunks, save_dataset
+from rlhf.rollout.engine import row_failure
 from rlhf.tasks.base import DialogueTask
 from rlhf.users.base import UserSimulator
 
@@ -52,6 +53,7 @@ def sample_dataset(
     run_dir: str,
     num_samples: int = 4,
     chunk_size: int = 64,
+    max_failed_fraction: float = 0.5,
 ) -> datasets.Dataset:
     """Sample, score and write (see module docstring); returns the per-prompt dataset."""
     prompts, fields = task.openings(split, num_prompts)
@@ -69,7 +71,8 @@ def sample_dataset(
                       key={"mode": "samples", "seed": seed, "task": task.name, "split": split,
                            "num_samples": num_samples, "scored": reward is not None,
                            **({"fields": list(kept)} if kept else {})},
-                      models={"policy": policy.model, "reward": reward})
+                      models={"policy": policy.model, "reward": reward},
+                      failed=row_failure, max_failed_fraction=max_failed_fraction)
     dataset = save_dataset(rows, out / "dataset")
     if reward is not None:
         save_dataset(best_worst_pairs(rows), out / "pairs")

@@ -32,7 +32,7 @@ from rlhf.rewards.base import Invalid, Reward, Score, invalid_counts, score_chec
 from rlhf.rewards.multiturn import MultiturnAware
 from rlhf.rollout.branching import cut_after, sample_branch
 from rlhf.rollout.dialogues import score_dialogues
-from rlhf.rollout.engine import Dialogue, rollout
+from rlhf.rollout.engine import Dialogue, marked_failure, rollout
 from rlhf.rollout.forward import ForwardSimulator
 from rlhf.users.base import UserSimulator
 
@@ -288,6 +288,7 @@ def _examples(units: list, fields: dict[str, Tensor], pad_id: int, kind: str) ->
 
 def _score_stats(scores: list[Score]) -> dict[str, float]:
     valid = valid_scores(scores)
+    failed = sum(marked_failure(s.reason) is not None for s in scores if isinstance(s, Invalid))
     out = {"rollout/reward_mean": sum(valid) / len(valid) if valid else math.nan,
-           "rollout/invalid": len(scores) - len(valid)}
+           "rollout/invalid": len(scores) - len(valid), "rollout/scored": len(scores), "rollout/failed": failed}
     return out | {f"rollout/invalid/{reason}": n for reason, n in invalid_counts(scores).items()}

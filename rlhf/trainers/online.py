@@ -8,7 +8,9 @@ says how it samples and what its loss takes, the loss's signature which tensors)
    in chunks of `generation_prompts` openings each sampled under its own seed (the rollouts do not depend on
    the number of processes); "group" and "rollout" batches take `samples_per_prompt` dialogues per
    opening (GRPO, PPO), "pair" batches REFUEL's branched pairs (two samples per prompt for one turn: OPO).
-   The reward scores whole dialogues; an invalid score is counted and kept out of the advantages;
+   The reward scores whole dialogues; an invalid score is counted and kept out of the advantages, and an
+   update of which more than `max_failed_fraction` of the scores failed (user simulator or reward endpoint
+   down) stops the run before any update from it;
 3. log-probs: of the sampled tokens under the policy that sampled (before any update of this step; the
    "old" policy of ratios and REFUEL's regression) and the reference policy; values with a value head;
    the algorithm's targets over the whole batch ("rollout": PPO's GAE and whitening);
@@ -59,7 +61,8 @@ from rlhf.tasks.base import DialogueTask
 from rlhf.trainers.checkpoint import Preemption, after_update, finish_run, latest_checkpoint, load_checkpoint
 from rlhf.trainers.offline import Averages, make_accelerator, make_optimizer
 from rlhf.trainers.online_update import (PromptStream, Stopwatch, call_parameters, merged_rollout_metrics,
-                                         rollout_metrics, step_seed, total_units, unit_tensors, update)
+                                         refuse_failed_rollouts, rollout_metrics, step_seed, total_units,
+                                         unit_tensors, update)
 from rlhf.trainers.reference import ModelReference
 from rlhf.trainers.schedules import make_scheduler
 from rlhf.trainers.steps import logprob_temperature
@@ -109,6 +112,7 @@ def fit_online(
     log_every: int = 1,
     mixed_precision: str = "no",
     pair_forward: str = "shared_prompt",
+    max_failed_fraction: float = 0.5,
 ) -> dict[str, float]:
     """Train `policy` with `algo` on fresh rollouts of `task` (module docstring); returns the final metrics
     (also in final_metrics.json). prompts_per_step is global (over all processes); micro_batch_size bounds
@@ -124,6 +128,8 @@ def fit_online(
                          "fixed data)")
     if pair_forward not in PAIR_FORWARDS:
         raise ValueError(f"trainer.pair_forward={pair_forward!r}: expected one of {', '.join(PAIR_FORWARDS)}")
+    if not 0 <= max_failed_fraction <= 1:
+        raise ValueError(f"trainer.max_failed_fraction={max_failed_fraction} must be in [0, 1]")
     for name, value in (("max_steps", max_steps), ("prompts_per_step", prompts_per_step), ("ppo_epochs", ppo_epochs),
                         ("num_minibatches", num_minibatches), ("micro_batch_size", micro_batch_size),
                         ("gradient_accumulation_steps", gradient_accumulation_steps)):
@@ -234,6 +240,7 @@ def fit_online(
                       for start in range(rank * share, (rank + 1) * share, chunk)]
             with watch("rollout"):
                 experience = sampler(generator, user, reward, rules, chunks, policy.tokenizer, tokenization)
+            refuse_failed_rollouts(accelerator, experience.stats, max_failed_fraction, step)
             metrics, examples = rollout_metrics(experience, task), experience.examples
             units = len(examples) if examples is not None else 0
             if total_units(accelerator, units) == 0:

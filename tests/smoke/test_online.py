@@ -207,3 +207,18 @@ def test_killed_online_run_resumes_to_the_same_weights(tmp_path, tiny_cache, nam
     strip = lambda ms: [{k: v for k, v in m.items() if not k.startswith("time/")} for m in ms]  # noqa: E731
     assert strip(metrics(killed)) == strip(metrics(whole))
     assert json.loads((killed / "final_metrics.json").read_text()) == json.loads((whole / "final_metrics.json").read_text())
+
+
+def test_an_update_whose_reward_endpoint_is_down_stops_the_run(tmp_path, tiny_cache):
+    """A judge whose endpoint refuses every connection: the first update's scores all failed, so the run stops
+    before training on them, naming the failure, rather than logging an update of nothing but invalid scores."""
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        command("rlhf.train", run_dir, "experiment=online_debug", "algo=grpo", "reward=judge_interactivity",
+                "reward.client.base_url=http://127.0.0.1:9/v1", "+reward.client.max_retries=0",
+                f"reward.client.cache_dir={tmp_path / 'chat'}"),
+        cwd=REPO, env=env(tiny_cache, OPENAI_API_KEY="sk-test"), capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "update 1: 8 of 8 rollout scores failed, more than trainer.max_failed_fraction=0.5" in result.stderr
+    assert '"reward connection error": 8' in result.stderr
+    assert not any("loss" in m for m in metrics(run_dir))  # the step-0 evaluation only

@@ -4,10 +4,10 @@ single-turn tasks (no user) and dialogues with a simulated user alike."""
 import math
 from collections.abc import Callable
 
-from rlhf.eval.reward_eval import BackendFactory, part_metrics, summarize
+from rlhf.eval.reward_eval import BackendFactory, part_metrics, refuse_unscored, summarize
 from rlhf.eval.views import scored
 from rlhf.models.policy import Policy
-from rlhf.rewards.base import Invalid, Reward, Score, invalid_counts
+from rlhf.rewards.base import Invalid, Reward, Score, as_columns, invalid_counts
 from rlhf.rollout.engine import Dialogue, rollout, summary
 from rlhf.tasks.base import DialogueTask
 from rlhf.users.base import UserSimulator
@@ -62,6 +62,7 @@ class DialogueEvaluator:
                 parts: dict[str, list[Score]] | None = None) -> dict[str, float]:
         """Reward statistics, each part's and the task's metrics (mean and standard error), turns and how
         dialogues ended."""
+        refuse_unscored(as_columns(scores)[1], "evaluation of dialogues")
         reasons = invalid_counts(scores)
         if reasons and self.log is not None:
             self.log(f"{sum(reasons.values())} of {len(scores)} evaluation dialogues could not be scored: "

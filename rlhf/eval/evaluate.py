@@ -8,7 +8,7 @@ from pathlib import Path
 from rlhf.atomic import write_jsonl, write_text
 from rlhf.eval.dialogue_eval import DialogueEvaluator
 from rlhf.eval.report import format_table, markdown_table, reward_line
-from rlhf.eval.reward_eval import BackendFactory, part_metrics, sample_and_score, summarize
+from rlhf.eval.reward_eval import BackendFactory, part_metrics, refuse_unscored, sample_and_score, summarize
 from rlhf.eval.views import distinct_n
 from rlhf.models.policy import Policy
 from rlhf.rewards.base import Reward, as_columns, invalid_counts
@@ -55,15 +55,16 @@ class HeldOutReward:
                 "length_words": sum(len(t.split()) for t in texts) / len(texts),
                 "distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2)}
             write_jsonl(out / "samples.jsonl", rows)
+            refuse_unscored(reasons, "evaluation")
             unit = "prompts"
         else:
             if self.num_samples != 1:
                 raise ValueError("eval.num_samples: a dialogue evaluation plays each held-out opening once")
             evaluator = DialogueEvaluator(backend, user, reward, task, seed, progress=True)
             dialogues, scores, parts = evaluator.play(model)
-            result = evaluator.metrics(dialogues, scores, parts)
             write_jsonl(out / "dialogues.jsonl", [d.to_row() | {"score": s} for d, s in
                                                   zip(dialogues, as_columns(scores)[0])])
+            result = evaluator.metrics(dialogues, scores, parts)  # refuses an evaluation of failures
             rows, unit, what = dialogues, "dialogues", evaluator.meaning
         result |= {"invalid_reasons": invalid_counts(scores), "policy": model.path, f"num_{unit}": len(rows)}
         result["reward_is"] = what

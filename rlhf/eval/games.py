@@ -11,7 +11,7 @@ from rlhf.eval.dialogue_eval import DialogueEvaluator, mean_and_stderr
 from rlhf.eval.evaluate import PolicyFactory
 from rlhf.eval.plots import bar_plot
 from rlhf.eval.report import markdown_table
-from rlhf.eval.reward_eval import BackendFactory
+from rlhf.eval.reward_eval import BackendFactory, refuse_unscored
 from rlhf.models.policy import Policy
 from rlhf.rewards.base import Reward
 from rlhf.tasks.base import DialogueTask
@@ -69,6 +69,9 @@ class Games:
         out.mkdir(parents=True, exist_ok=True)
         write_jsonl(out / "games.jsonl", [{"side": side, **d.to_row(), **m} for side, games in played.items()
                                           for d, m in zip(games, per_game[side])])
+        for side, games in played.items():  # a game whose user simulator failed is not a lost game
+            refuse_unscored([f"user simulator failed: {d.failure}" if d.end == "failed" else None for d in games],
+                            f"games of the {side}")
         write_text(out / "eval.json", json.dumps(result, indent=2))
         table = self.table(result)
         write_text(out / "eval.md", table)

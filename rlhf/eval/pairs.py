@@ -15,9 +15,9 @@ from rlhf.data.schema import as_messages
 from rlhf.eval.evaluate import PolicyFactory
 from rlhf.eval.plots import bar_plot
 from rlhf.eval.report import markdown_table
-from rlhf.eval.reward_eval import BackendFactory
+from rlhf.eval.reward_eval import BackendFactory, refuse_unscored
 from rlhf.eval.views import scored
-from rlhf.rewards.base import Invalid, Reward, Score
+from rlhf.rewards.base import Invalid, Reward, Score, as_columns
 from rlhf.tasks.dataset import DatasetTask
 from rlhf.users.base import UserSimulator
 
@@ -65,6 +65,7 @@ class PairAccuracy:
         write_jsonl(out / "pairs.jsonl", [{**f, "score_chosen_eval": c if isinstance(c, float) else None,
                                            "score_rejected_eval": r if isinstance(r, float) else None}
                                           for f, c, r in zip(fields, main[:n], main[n:])])
+        refuse_unscored(as_columns(main)[1], "evaluation of pairs")
         write_text(out / "eval.json", json.dumps(result, indent=2))
         slices = {"all": result, **{k: v for k, v in result.items() if isinstance(v, dict)}}
         table = markdown_table(["pairs", "accuracy", "n", "ties", "invalid"],

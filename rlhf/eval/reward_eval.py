@@ -8,6 +8,7 @@ from rlhf.backends.base import Backend
 from rlhf.eval.views import scored
 from rlhf.models.policy import Policy
 from rlhf.rewards.base import Invalid, Reward, Score, as_columns, invalid_counts, score_checked, valid_scores
+from rlhf.rollout.engine import failure_kinds, refuse_failures
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,19 @@ def row_scores(rows: list[dict]) -> list[Score]:
     """The scores of `generate_and_score` rows, flattened, with invalid ones as `Invalid` again."""
     return [Invalid(reason) if value is None else value
             for row in rows for value, reason in zip(row["scores"], row["invalid_reasons"])]
+
+
+MAX_FAILED_FRACTION = 0.5
+
+
+def refuse_unscored(reasons: list[str | None], what: str) -> None:
+    """Refuse (RunRefused) an evaluation of which more than half the scores (`reasons`: each score's invalid
+    reason, None for a valid one) failed because the user simulator or the reward endpoint was down: the mean of
+    what got through is not the policy's score. Verdicts (an unparsable judge reply, an empty response) count
+    as scored."""
+    kinds, example = failure_kinds(reasons)
+    refuse_failures(sum(kinds.values()), len(reasons), MAX_FAILED_FRACTION, what, "half", kinds, example,
+                    "Not a result: mend the endpoint and run again (a training run resumes from its last checkpoint).")
 
 
 def summarize(scores: list[Score]) -> dict[str, float]:
@@ -91,6 +105,7 @@ class RewardEvaluator:
         judge's scores: `rlhf.eval.views`) as `<part>_mean` / `<part>_stderr`."""
         backend = self.backend(model=policy.model, tokenizer=policy.tokenizer)
         _, scores, parts, _ = sample_and_score(backend, self.reward, self.prompts, self.num_samples)
+        refuse_unscored(as_columns(scores)[1], "evaluation")
         reasons = invalid_counts(scores)
         if reasons:  # counted in reward_invalid; the reasons go to the log
             log.info("%d of %d evaluation samples could not be scored: %s", sum(reasons.values()), len(scores),

@@ -23,7 +23,7 @@ from rlhf.atomic import write_jsonl, write_text
 from rlhf.eval.evaluate import PolicyFactory
 from rlhf.eval.plots import line_plot
 from rlhf.eval.report import markdown_table
-from rlhf.eval.reward_eval import BackendFactory
+from rlhf.eval.reward_eval import BackendFactory, refuse_unscored
 from rlhf.eval.views import scored
 from rlhf.models.policy import Policy
 from rlhf.rewards.base import Invalid, Reward, Score
@@ -104,6 +104,10 @@ class WinRatePerTurn:
                           "outcome": o if isinstance(o, float) else None,
                           "invalid_reason": o.reason if isinstance(o, Invalid) else None}
                          for (i, c), x, y, o in zip(cases, a, b, outcomes)]
+        out = Path(run_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_jsonl(out / "comparisons.jsonl", records)
+        refuse_unscored([r["invalid_reason"] for r in records], "win-rate evaluation")
         rates = [p["win_rate"] for p in per_turn if not math.isnan(p["win_rate"])]
         errs = [p["stderr"] for p in per_turn if not math.isnan(p["win_rate"])]
         average = sum(rates) / len(rates) if rates else math.nan
@@ -116,9 +120,6 @@ class WinRatePerTurn:
         for name in parts:
             rates = [p[name]["win_rate"] for p in per_turn if name in p and not math.isnan(p[name]["win_rate"])]
             result[f"win_rate/{name}"] = sum(rates) / len(rates) if rates else math.nan
-        out = Path(run_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        write_jsonl(out / "comparisons.jsonl", records)
         write_text(out / "eval.json", json.dumps(result, indent=2))
         table = self.table(result)
         write_text(out / "eval.md", table)

@@ -11,12 +11,14 @@ dialogues, whatever ran before in the process. A backend with a `continuing()` s
 each dialogue's KV cache from one of its turns to the next for the length of the rollout.
 """
 
+import json
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
+from rlhf.atomic import RunRefused
 from rlhf.backends.base import Backend, Completion
 from rlhf.users.base import TERMINATE, UserSimulator, UserTurn
 
@@ -180,6 +182,30 @@ def marked_failure(reason: str | None) -> str | None:
         if reason and marker in reason:
             return kind + failure_class(reason.split(marker, 1)[1])
     return None
+
+
+def failure_kinds(reasons: list[str | None]) -> tuple[dict[str, int], str]:
+    """How many of `reasons` (invalid or drop reasons, None for none) name a failure, by kind
+    (`marked_failure`), and the first such reason in full ("" when none does)."""
+    kinds: dict[str, int] = {}
+    example = ""
+    for reason in reasons:
+        if (kind := marked_failure(reason)) is not None:
+            kinds[kind] = kinds.get(kind, 0) + 1
+            example = example or reason
+    return kinds, example
+
+
+def refuse_failures(failed: int, total: int, max_failed_fraction: float, what: str, limit: str,
+                    kinds: dict[str, int], example: str, then: str) -> None:
+    """RunRefused when more than `max_failed_fraction` of `total` scores of `what` failed for want of the user
+    simulator or the reward endpoint: what is left is whichever scores happened to get through, not a result.
+    `limit` names the fraction in the message (its config key)."""
+    if failed == 0 or failed <= max_failed_fraction * total:
+        return
+    raise RunRefused(f"{what}: {failed} of {total} scores failed, more than {limit} (the "
+                     f"user simulator or the reward endpoint is down). Failures by kind: {json.dumps(kinds)}; for "
+                     f"example: {example!r}. {then}")
 
 
 def row_failure(row: dict) -> str | None:

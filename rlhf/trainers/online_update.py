@@ -3,7 +3,6 @@ per-unit tensors of its rollouts (old and reference log-probs, values, the algor
 of a minibatch's loss, an optimizer step over micro-batches, and the update's statistics over processes."""
 
 import inspect
-import json
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -11,9 +10,8 @@ from contextlib import contextmanager
 import torch
 from accelerate.utils import gather_object
 
-from rlhf.atomic import RunRefused
 from rlhf.data.examples import Examples
-from rlhf.rollout.engine import marked_failure
+from rlhf.rollout.engine import failure_kinds, refuse_failures
 from rlhf.rollout.experience import Experience
 from rlhf.tasks.base import DialogueTask
 from rlhf.trainers.checkpoint import check_finite
@@ -167,23 +165,15 @@ def refuse_failed_rollouts(accelerator, stats: dict[str, float], max_failed_frac
     """Stop (RunRefused, on every process alike) when more than `max_failed_fraction` of the update's scores,
     over all processes, failed for want of the user simulator or the reward endpoint (`marked_failure`):
     training on what is left would be training on whichever rollouts happened to get through. A collective
-    call. The message names the failures this process saw; a rerun resumes from the last checkpoint."""
+    call; the failures by kind are this process's."""
     failed = total_units(accelerator, int(stats.get("rollout/failed", 0)))
     scored = total_units(accelerator, int(stats.get("rollout/scored", 0)))
-    if failed == 0 or failed <= max_failed_fraction * scored:
-        return
-    invalid = {key.removeprefix("rollout/invalid/"): int(n) for key, n in stats.items()
-               if key.startswith("rollout/invalid/")}
-    kinds: dict[str, int] = {}
-    for reason, n in invalid.items():
-        if (kind := marked_failure(reason)) is not None:
-            kinds[kind] = kinds.get(kind, 0) + n
-    example = next((reason for reason in invalid if marked_failure(reason) is not None), "")
-    raise RunRefused(
-        f"update {step + 1}: {failed} of {scored} rollout scores failed, more than "
-        f"trainer.max_failed_fraction={max_failed_fraction} (the user simulator or the reward endpoint is down); "
-        f"no update was made from them. Failures by kind here: {json.dumps(kinds)}; for example: {example!r}. "
-        "Mend the endpoint and run again: the run resumes from its last checkpoint (trainer.checkpoint_every).")
+    kinds, example = failure_kinds([key.removeprefix("rollout/invalid/") for key, n in stats.items()
+                                    if key.startswith("rollout/invalid/") for _ in range(int(n))])
+    refuse_failures(failed, scored, max_failed_fraction, f"update {step + 1}",
+                    f"trainer.max_failed_fraction={max_failed_fraction}",
+                    kinds, example, "No update was made from them. Mend the endpoint and run again: the run "
+                    "resumes from its last checkpoint (trainer.checkpoint_every).")
 
 
 COUNTS = ("rollout/dialogues", "rollout/invalid", "rollout/scored", "rollout/failed", "rollout/too_long",

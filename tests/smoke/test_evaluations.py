@@ -175,3 +175,18 @@ def test_reward_model_pair_accuracy_per_group(tmp_path, tiny_cache):
     pooled = (groups[0]["accuracy"] * groups[0]["n"] + groups[1]["accuracy"] * groups[1]["n"]) / 400
     assert pooled == pytest.approx(result["accuracy"])
     assert "| group_id=0 |" in (tmp_path / "pairs" / "eval.md").read_text()
+
+
+def test_an_evaluation_whose_judge_is_down_is_refused_with_its_samples_kept(tmp_path, tiny_cache):
+    out = tmp_path / "down"
+    result = subprocess.run(
+        command("rlhf.eval", out, "reward=judge_interactivity", "task=synthetic_prompts", "task.num_eval_prompts=3",
+                "backend.max_new_tokens=8", "reward.client.base_url=http://127.0.0.1:9/v1",
+                "+reward.client.max_retries=0", f"reward.client.cache_dir={tmp_path / 'chat'}"),
+        cwd=REPO, env=env(tiny_cache, OPENAI_API_KEY="sk-test"), capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "evaluation: 3 of 3 scores failed, more than half" in result.stderr
+    assert not (out / "eval.json").exists()  # no result is written for it
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 3 and all(r.startswith("reward unavailable: connection error")
+                                     for s in samples for r in s["invalid_reasons"])

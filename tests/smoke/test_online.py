@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from rlhf.models.tiny import tiny_model_path
+from tests.fake_chat_server import FakeChatServer, Reply, Status
 from tests.smoke.helpers import REPO, assert_finite, command, env, kill_when, metrics, run, weights
 
 pytestmark = pytest.mark.slow
@@ -209,16 +210,35 @@ def test_killed_online_run_resumes_to_the_same_weights(tmp_path, tiny_cache, nam
     assert json.loads((killed / "final_metrics.json").read_text()) == json.loads((whole / "final_metrics.json").read_text())
 
 
-def test_an_update_whose_reward_endpoint_is_down_stops_the_run(tmp_path, tiny_cache):
-    """A judge whose endpoint refuses every connection: the first update's scores all failed, so the run stops
-    before training on them, naming the failure, rather than logging an update of nothing but invalid scores."""
-    run_dir = tmp_path / "run"
-    result = subprocess.run(
-        command("rlhf.train", run_dir, "experiment=online_debug", "algo=grpo", "reward=judge_interactivity",
-                "reward.client.base_url=http://127.0.0.1:9/v1", "+reward.client.max_retries=0",
-                f"reward.client.cache_dir={tmp_path / 'chat'}"),
-        cwd=REPO, env=env(tiny_cache, OPENAI_API_KEY="sk-test"), capture_output=True, text=True, timeout=300)
-    assert result.returncode != 0
-    assert "update 1: 8 of 8 rollout scores failed, more than trainer.max_failed_fraction=0.5" in result.stderr
-    assert '"reward connection error": 8' in result.stderr
-    assert not any("loss" in m for m in metrics(run_dir))  # the step-0 evaluation only
+def test_a_run_whose_reward_endpoint_is_down_stops_before_training_or_reporting(tmp_path, tiny_cache):
+    """A judge whose endpoint refuses every connection: the step-0 evaluation is refused rather than reported
+    (its mean would be of nothing). A judge that answers the evaluation's 4 requests and then fails with 503:
+    the first update stops before training on its scores, all failed, naming the failure."""
+    judge = ["experiment=online_debug", "algo=grpo", "reward=judge_interactivity", "+reward.client.max_retries=0",
+             f"reward.client.cache_dir={tmp_path / 'chat'}"]
+
+    def refusal(run_dir, *overrides):
+        result = subprocess.run(command("rlhf.train", run_dir, *judge, *overrides), cwd=REPO,
+                                env=env(tiny_cache, OPENAI_API_KEY="sk-test"), capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode != 0
+        assert not any("loss" in m for m in metrics(run_dir))
+        return result.stderr
+
+    stderr = refusal(tmp_path / "down", "reward.client.base_url=http://127.0.0.1:9/v1")
+    assert "evaluation of dialogues: 4 of 4 scores failed, more than half" in stderr
+    assert '"reward connection error": 4' in stderr
+    answered = []
+
+    def evaluation_only(body, seen):
+        answered.append(1)
+        return Reply('{"thought": "fine", "interactivity": 1}') if len(answered) <= 4 else Status(503, "busy")
+
+    server = FakeChatServer(evaluation_only).start()
+    try:
+        stderr = refusal(tmp_path / "busy", f"reward.client.base_url={server.base_url}")
+    finally:
+        server.stop()
+    assert "update 1: 8 of 8 scores failed, more than trainer.max_failed_fraction=0.5" in stderr
+    assert '"reward HTTP 503": 8' in stderr
+    assert len(answered) == 4 + 8

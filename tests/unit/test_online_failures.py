@@ -23,7 +23,7 @@ def test_scores_count_failures_apart_from_verdicts():
 
 def test_a_mostly_failed_update_is_refused_with_its_reasons():
     down = stats([unavailable("connection error after 3 attempts: [Errno 111] Connection refused")] * 3 + [2.0])
-    with pytest.raises(RunRefused, match=r"update 7: 3 of 4 rollout scores failed, more than "
+    with pytest.raises(RunRefused, match=r"update 7: 3 of 4 scores failed, more than "
                                          r"trainer.max_failed_fraction=0.5.*\"reward connection error\": 3"):
         refuse_failed_rollouts(ONE, down, 0.5, step=6)
     refuse_failed_rollouts(ONE, down, 0.75, step=6)  # 3 of 4 is not more than 0.75
@@ -43,3 +43,13 @@ def test_the_counts_are_summed_over_processes(monkeypatch):
     monkeypatch.setattr("rlhf.trainers.online_update.gather_object", lambda _: parts)
     merged = merged_rollout_metrics(SimpleNamespace(num_processes=2), parts[0])
     assert (merged["rollout/failed"], merged["rollout/scored"]) == (1, 4)
+
+
+def test_an_evaluation_of_mostly_failed_scores_is_refused_and_one_of_verdicts_is_not():
+    from rlhf.eval.reward_eval import refuse_unscored
+
+    with pytest.raises(RunRefused, match=r"evaluation: 2 of 3 scores failed, more than half.*\"HTTP 500\": 2"):
+        refuse_unscored(["user simulator failed: HTTP 500 after 3 attempts", None,
+                         "user simulator failed: HTTP 500 after 3 attempts"], "evaluation")
+    refuse_unscored(["judge reply has no JSON object"] * 3, "evaluation")  # verdicts: a result, reported
+    refuse_unscored([unavailable("timeout after 3 attempts").reason, None], "evaluation")  # half is not more

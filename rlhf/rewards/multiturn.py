@@ -10,8 +10,10 @@ are simulated (`ForwardSimulator`), each is scored by `metric` (any reward: an L
 
 where `tokens` counts the tokens the policy generated in the session's future turns (the
 `aditi-bhaskar/multiturn-20q` fork's cost: `min(cost_weight * #tokens(forward turns), 1)`). A session
-whose user simulator failed, or whose metric is invalid, is left out of the mean and counted; a candidate
-with no valid session is Invalid with the reasons.
+whose metric is invalid (a verdict: an unparsable judge reply, an empty reply) is left out of the mean; a
+candidate with no valid session is Invalid with the reasons. A session whose user simulator or reward endpoint
+failed makes the candidate's score that failure (`rlhf.rollout.engine.marked_failure`), not a mean over the
+sessions that got through: generation then counts it as failed and generates it again.
 """
 
 import statistics
@@ -19,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from rlhf.rewards.base import Invalid, Reward, Score, score_checked
-from rlhf.rollout.engine import Dialogue
+from rlhf.rollout.engine import Dialogue, marked_failure
 from rlhf.rollout.forward import ForwardSimulator
 
 
@@ -63,8 +65,11 @@ class MultiturnAware:
         for k, group in enumerate(sessions):
             mine = scores[k * self.num_samples:(k + 1) * self.num_samples]
             valid = [s for s in mine if not isinstance(s, Invalid)]
-            if valid:
-                mean: Score = statistics.fmean(valid)
+            failure = next((s.reason for s in mine if isinstance(s, Invalid) and marked_failure(s.reason)), None)
+            if failure is not None:
+                mean: Score = Invalid(f"a forward session failed: {failure}")
+            elif valid:
+                mean = statistics.fmean(valid)
             else:
                 reasons = Counter(s.reason for s in mine if isinstance(s, Invalid))
                 mean = Invalid("no valid forward session: " + ", ".join(f"{r} (x{n})" for r, n in reasons.items()))

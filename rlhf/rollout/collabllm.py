@@ -30,7 +30,7 @@ from rlhf.models.policy import Policy
 from rlhf.rewards.base import Invalid, Reward
 from rlhf.rewards.multiturn import Evaluation, MultiturnAware
 from rlhf.rollout.chunks import chunk_seed, run_chunks, save_pairs
-from rlhf.rollout.engine import row_failure, turn_seed
+from rlhf.rollout.engine import marked_failure, row_failure, turn_seed
 from rlhf.rollout.forward import ForwardSimulator
 from rlhf.tasks.base import DialogueTask
 from rlhf.users.base import UserSimulator
@@ -165,9 +165,12 @@ def _pair_row(history: list[dict], fields: dict, turn: int, texts: list[str], ev
     row = {"prompt": list(history), "fields": fields, "turn": turn, "candidates": texts, "candidate_scores": scores,
            "chosen": None, "rejected": None, "score_chosen": None, "score_rejected": None,
            "std_chosen": None, "std_rejected": None, "chosen_proactive": None}
+    unscored = [e.mean.reason for e in evaluations if isinstance(e.mean, Invalid)]
+    failure = next((reason for reason in unscored if marked_failure(reason)), None)
+    if failure is not None:  # not a ranking of the candidates: one of them went unscored (generated again)
+        return row | {"drop_reason": f"a candidate could not be scored: {failure}"}
     if ranked is None:
-        reasons = [e.mean.reason for e in evaluations if isinstance(e.mean, Invalid)]
-        return row | {"drop_reason": "fewer than two valid candidates: " + "; ".join(reasons)}
+        return row | {"drop_reason": "fewer than two valid candidates: " + "; ".join(unscored)}
     best, worst = ranked
     row |= {"chosen": texts[best], "rejected": texts[worst], "score_chosen": scores[best],
             "score_rejected": scores[worst], "std_chosen": evaluations[best].std,

@@ -142,3 +142,40 @@ def test_collabllm_pairs_drop_ties_unless_asked(scores, keep_ties, minimum_gap, 
     row = _pair_row([{"role": "user", "content": "Is it alive?"}], {}, 0, ["Yes?", "No?"], evaluations,
                     rank(evaluations), 0, minimum_gap, keep_ties)
     assert row["drop_reason"] == reason and row["score_chosen"] == max(scores)
+
+
+def test_a_failed_forward_session_fails_the_candidate_and_a_verdict_is_left_out(backend):
+    from rlhf.rewards.base import Invalid, unavailable
+    from rlhf.rollout.engine import row_failure
+
+    task = TwentyQuestionsTask()
+    openings, fields = task.openings("train", 2)
+    candidates = [o + [{"role": "assistant", "content": "Is it an animal?"}] for o in openings]
+    simulator = ForwardSimulator(backend, TwentyQuestionsOracle(), window=1, done=task.done, reply_to_last=True)
+
+    class Scripted:  # candidate 0: one session's judge reply unparsable; candidate 1: one session's endpoint down
+        def score(self, conversations, fields=None):
+            return [Invalid("judge reply has no JSON object"), 1.0, 3.0,
+                    2.0, unavailable("HTTP 503 after 3 attempts: busy"), 2.0]
+
+    verdict, failed = MultiturnAware(Scripted(), simulator, num_samples=3, cost_weight=0.0).score(candidates, fields)
+    assert verdict == pytest.approx(2.0)  # the mean of the two sessions the judge could score
+    assert isinstance(failed, Invalid)
+    assert failed.reason == "a forward session failed: reward unavailable: HTTP 503 after 3 attempts: busy"
+    assert row_failure({"invalid_reason": failed.reason}) == "reward HTTP 503"
+
+
+def test_a_collabllm_row_with_an_unscored_candidate_is_a_failure_not_a_pair_of_the_others():
+    from rlhf.rewards.base import Invalid, unavailable
+    from rlhf.rollout.engine import row_failure
+
+    down = Invalid(f"a forward session failed: {unavailable('timeout after 3 attempts').reason}")
+    evaluations = [Evaluation(0.9, 0.1, [0.9], []), Evaluation(down, 0.0, [None], []), Evaluation(0.2, 0.1, [0.2], [])]
+    row = _pair_row([{"role": "user", "content": "Is it alive?"}], {}, 0, ["Yes?", "No?", "Red?"], evaluations,
+                    rank(evaluations), 0, 0.0)
+    assert row["drop_reason"].startswith("a candidate could not be scored: a forward session failed: reward "
+                                         "unavailable")
+    assert row_failure(row) == "reward timeout"
+    verdict = [Evaluation(0.9, 0.1, [0.9], []), Evaluation(Invalid("empty candidate"), 0.0, [None], []),
+               Evaluation(0.2, 0.1, [0.2], [])]
+    assert _pair_row([], {}, 0, ["Yes?", "", "Red?"], verdict, rank(verdict), 0, 0.0)["drop_reason"] is None

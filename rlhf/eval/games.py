@@ -56,22 +56,25 @@ class Games:
                     for side, games in played.items()}
         if "success" not in per_game["policy"][0]:
             raise ValueError(f"eval=games needs a game: task {task.name!r} reports no success per dialogue")
+        out = Path(run_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_jsonl(out / "games.jsonl", [{"side": side, **d.to_row(), **m} for side, games in played.items()
+                                          for d, m in zip(games, per_game[side])])
+        # a game whose user simulator failed is neither won nor lost: left out on both sides (McNemar pairs them)
+        for side, games in played.items():
+            refuse_unscored([f"user simulator failed: {d.failure}" if d.end == "failed" else None for d in games],
+                            f"games of the {side}")
+        failed = {i for games in played.values() for i, d in enumerate(games) if d.end == "failed"}
+        per_game = {side: [m for i, m in enumerate(games) if i not in failed] for side, games in per_game.items()}
         wins = [(a["success"], b["success"]) for a, b in zip(per_game["policy"], per_game["baseline"])]
         only_policy = sum(a == 1.0 and b == 0.0 for a, b in wins)
         only_baseline = sum(a == 0.0 and b == 1.0 for a, b in wins)
         result = {"policy_path": model.path, "baseline_path": self.baseline.path,
                   **{side: game_stats(games) for side, games in per_game.items()},
                   "only_policy_won": only_policy, "only_baseline_won": only_baseline,
-                  "mcnemar_p": mcnemar_exact(only_policy, only_baseline)}
+                  "mcnemar_p": mcnemar_exact(only_policy, only_baseline), "failed_games": len(failed)}
         # flat numbers, for `rlhf-eval sweep=`: the policy's unprefixed, the baseline's under baseline/
         result |= result["policy"] | {f"baseline/{k}": v for k, v in result["baseline"].items()}
-        out = Path(run_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        write_jsonl(out / "games.jsonl", [{"side": side, **d.to_row(), **m} for side, games in played.items()
-                                          for d, m in zip(games, per_game[side])])
-        for side, games in played.items():  # a game whose user simulator failed is not a lost game
-            refuse_unscored([f"user simulator failed: {d.failure}" if d.end == "failed" else None for d in games],
-                            f"games of the {side}")
         write_text(out / "eval.json", json.dumps(result, indent=2))
         table = self.table(result)
         write_text(out / "eval.md", table)
@@ -92,4 +95,6 @@ class Games:
         header = ["side", "games", "success", "questions to success", "return"]
         return (markdown_table(header, rows) + f"\npolicy {result['policy_path']} vs baseline {result['baseline_path']}: "
                 f"won only by the policy {result['only_policy_won']}, only by the baseline "
-                f"{result['only_baseline_won']}; McNemar exact p = {result['mcnemar_p']:.4f}\n")
+                f"{result['only_baseline_won']}; McNemar exact p = {result['mcnemar_p']:.4f}"
+                + (f"; {result['failed_games']} games left out on both sides (user simulator failed)"
+                   if result.get("failed_games") else "") + "\n")

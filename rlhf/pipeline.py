@@ -14,11 +14,16 @@ again with the same overrides is skipped; a killed one is started again and resu
 stage at its last checkpoint, a generate stage at its last chunk); a finished one whose settings changed is
 refused by its entrypoint. The results of the stages (`final_metrics.json`, `eval.json`) are gathered into
 the experiment's `final_metrics.json` as `<stage>/<metric>`, which `rlhf-eval sweep=` aggregates.
+On Linux a stage is sent SIGTERM when the pipeline process dies (even by SIGKILL), so that a rerun never
+finds the killed stage still writing to its folder: the rerun resumes the stage from what it had written.
 """
 
+import ctypes
 import json
 import logging
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -98,6 +103,28 @@ def check_stages(stages: dict, run_dir: Path) -> dict[str, list[str]]:
     return commands
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def dies_with_this_process():
+    """A `preexec_fn` that has the child sent SIGTERM when this process dies (Linux's PR_SET_PDEATHSIG; the
+    child stops itself if this process died before it was set), or None where prctl is not available."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
 def stage_results(folder: Path) -> dict[str, float]:
     for name in RESULT_FILES:
         if (folder / name).is_file():
@@ -126,7 +153,7 @@ def run_stages(*, stages: dict, run_dir: str, resume: str = "check", num_threads
         else:
             log.info("stage %d/%d %s: %s", k, len(commands), name, shown)
             started = time.monotonic()
-            returncode = subprocess.run(command).returncode
+            returncode = subprocess.run(command, preexec_fn=dies_with_this_process()).returncode
             if returncode != 0:
                 raise RunRefused(f"stage {name} ({k} of {len(commands)}) exited with code {returncode}: its log is in "
                                  f"{folder}; the stages before it are kept, and the same command resumes from it")

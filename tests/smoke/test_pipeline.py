@@ -6,7 +6,9 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +59,38 @@ def test_stages_fail_by_name_and_resume_after_a_kill(tmp_path, tiny_cache):
     assert final["look/reward_mean"] == evaluated["reward_mean"]
     assert final["sft/eval/reward_mean"] == json.loads((run_dir / "sft" / "final_metrics.json").read_text())[
         "eval/reward_mean"]
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for c in (Path("/proc") / str(pid) / "task" / str(pid) / "children").read_text().split()]
+
+
+def running(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")  # a zombie has ended (nothing may reap it in a container)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_stage_ends_when_only_the_pipeline_process_is_killed(tmp_path, tiny_cache):
+    run_dir = tmp_path / "pipe"
+    slow = "stages=" + override_value({"sft": {"run": "train", "overrides": {**TRAIN, "algo": "sft",
+                                                                             "trainer.max_steps": 10_000}}})
+    proc = subprocess.Popen(command("rlhf.train", run_dir, slow), cwd=REPO, env=env(tiny_cache),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        marker, deadline = run_dir / "sft" / "config.yaml", time.time() + 300
+        while not marker.exists():
+            assert proc.poll() is None and time.time() < deadline, "the pipeline ended before its stage began"
+            time.sleep(0.01)
+        (stage,) = children(proc.pid)
+        proc.send_signal(signal.SIGKILL)  # the pipeline alone, not its process group
+        proc.wait()
+        deadline = time.time() + 60
+        while running(stage) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not running(stage), "the stage went on running after its pipeline was killed"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the group

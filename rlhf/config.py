@@ -80,7 +80,7 @@ RESULTS = ("checkpoints", "final_metrics.json", "chunks", "eval.json", "dataset"
 # them out of the run directory's name too)
 UNCHECKED = ("run_dir", "logger", "launcher", "resume", "trainer.log_every", "trainer.eval_every", "trainer.checkpoint_every",
              "trainer.keep_checkpoints", "push_to_hub", "push_private", "num_threads", "trainer.reference_cache",
-             "trainer.train.reference_cache")
+             "trainer.train.reference_cache", "shared_stages")
 
 
 def flat(config, prefix: str = "") -> dict[str, object]:

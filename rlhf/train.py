@@ -19,10 +19,10 @@ def main(cfg: DictConfig) -> float:
     slurm_rendezvous()  # a SLURM job of several tasks trains as one multi-process run
     config = prepare_run(cfg)
     if cfg.stages:  # an experiment of several runs, each a child process (rlhf/pipeline.py)
-        from rlhf.pipeline import run_stages
+        from rlhf.pipeline import run_stages, shared_root
 
         result = run_stages(stages=config["stages"], run_dir=cfg.run_dir, resume=cfg.resume,
-                            num_threads=cfg.num_threads)
+                            num_threads=cfg.num_threads, shared=shared_root(cfg.shared_stages, cfg.run_dir))
         return result.get(cfg.objective, math.nan)
     task = build(cfg.task)  # loads and validates the data before any model
     algo = build(cfg.algo)

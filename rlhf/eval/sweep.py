@@ -22,6 +22,7 @@ import yaml
 
 from rlhf.atomic import write_text
 from rlhf.eval.report import format_table
+from rlhf.pipeline import SHARED_MARKER
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,8 @@ def _loss_curve(path: Path) -> list[tuple[int, float]]:
 def find_runs(sweep_dir: Path) -> list[Run]:
     dirs = [p.parent.parent for p in sorted(sweep_dir.rglob(".hydra/overrides.yaml"))
             if not any(part.startswith(".") for part in p.parent.parent.relative_to(sweep_dir).parts)]
+    # stages the runs share (rlhf/pipeline.py) are parts of those runs, not runs of the sweep
+    dirs = [d for d in dirs if not any((parent / SHARED_MARKER).is_file() for parent in d.parents)]
     # the stages of an experiment of stages are runs inside its run: the experiment's run is the sweep's
     runs = [read_run(d) for d in dirs if not any(parent in set(dirs) for parent in d.parents)]
     runs = [r for r in runs if "sweep" not in r.overrides]  # an `rlhf-eval sweep=...` run itself

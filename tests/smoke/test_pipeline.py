@@ -1,6 +1,6 @@
 """An experiment of stages (rlhf/pipeline.py) through the real `rlhf-train`: a failing stage stops the run with its
 name and keeps the stages before it; a run killed inside a stage, started again with the same command, skips
-the finished stages and completes the killed one."""
+the finished stages and completes the killed one; a stage the same in several runs runs once."""
 
 import json
 import os
@@ -94,3 +94,50 @@ def test_a_stage_ends_when_only_the_pipeline_process_is_killed(tmp_path, tiny_ca
         assert not running(stage), "the stage went on running after its pipeline was killed"
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the group
+
+
+def shared_sft(seed) -> str:
+    """An SFT stage the same in every run, and an evaluation of it that takes the run's seed."""
+    return "stages=" + override_value({
+        "sft": {"run": "train", "overrides": {**TRAIN, "algo": "sft"}},
+        "look": {"run": "eval", "overrides": {"policy.path": "${run_dir}/sft/model", "task.num_eval_prompts": 4,
+                                              "backend.max_new_tokens": 8, "seed": seed}},
+    })
+
+
+def test_runs_started_together_train_their_shared_stage_once(tmp_path, tiny_cache):
+    runs = [tmp_path / "runs" / name for name in ("a", "b")]
+    procs = [subprocess.Popen(command("rlhf.train", run, shared_sft(seed)), cwd=REPO, env=env(tiny_cache),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for seed, run in enumerate(runs)]
+    logs = [proc.communicate(timeout=600)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    homes = {(run / "sft").resolve() for run in runs}
+    assert len(homes) == 1 and all((run / "sft").is_symlink() for run in runs)
+    (home,) = homes
+    assert home.parent == (tmp_path / "runs" / "shared_stages").resolve()
+    assert sum("sft: done by another run" in log for log in logs) == 1  # the other trained it
+    assert sum("sft: waiting for another run" in log for log in logs) == 1
+    assert json.loads((home / "stage.json").read_text())["run"] == "train"
+    looks = [(run / "look").resolve() for run in runs]
+    assert looks[0] != looks[1]  # two seeds: two evaluations
+    finals = [json.loads((run / "final_metrics.json").read_text()) for run in runs]
+    assert finals[0]["sft/eval/reward_mean"] == finals[1]["sft/eval/reward_mean"]
+    assert all("look/reward_mean" in final for final in finals)
+
+
+def test_the_jobs_of_a_sweep_share_a_stage_and_the_sweep_counts_only_its_jobs(tmp_path, tiny_cache):
+    from rlhf.eval.sweep import find_runs
+
+    sweep = tmp_path / "sweep"
+    out = subprocess.run([sys.executable, "-m", "rlhf.train", "-m", f"hydra.sweep.dir={sweep}", "seed=1,2",
+                          shared_sft("${seed}"), "hydra.sweep.subdir=seed:${seed}"], cwd=REPO, env=env(tiny_cache), capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-5000:]
+    logged = out.stdout + out.stderr
+    assert logged.count("stage 1/2 sft: done by another run") == 1
+    runs = find_runs(sweep)
+    assert sorted(r.path.name for r in runs) == ["seed:1", "seed:2"]
+    assert (sweep / "seed:1" / "sft").resolve() == (sweep / "seed:2" / "sft").resolve()
+    assert (sweep / "seed:1" / "sft").resolve().parent == (sweep / "shared_stages").resolve()
+    assert (sweep / "seed:1" / "look").resolve() != (sweep / "seed:2" / "look").resolve()

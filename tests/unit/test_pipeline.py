@@ -8,7 +8,7 @@ from hydra import initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from rlhf.config import CONF_DIR
-from rlhf.pipeline import check_stages, override_value, stage_overrides
+from rlhf.pipeline import check_stages, override_value, shared_root, shared_stages, stage_overrides
 
 VALUES = ["outputs/train/experiment:sharedrep_debug+seed:1/sft/model", "/a path/with spaces", "it's", "back\\slash",
           "end\\", "a\\'b", "x=y,z", "null", "true", "", None, True, False, 3, 0.001, -2, [1, "a b"],
@@ -58,3 +58,42 @@ def test_good_stages_become_commands_in_order(tmp_path):
     assert list(commands) == ["sft", "look"]
     assert commands["sft"] == ["algo=sft", "trainer.max_steps=2"]
     assert commands["look"] == [f"policy.path='{tmp_path / 'run dir' / 'sft' / 'model'}'"]
+
+
+def test_stages_are_shared_by_their_command_with_paths_into_shared_stages_made_the_same(tmp_path):
+    def homes_of(run_dir, **changes):
+        stages = {"sft": stage(run="train", algo="sft", seed=0),
+                  "samples": stage(run="generate", **{"policy.path": f"{run_dir}/sft/model", "seed": 0}),
+                  "notes": stage(**{"policy.path": f"{run_dir}/sft/model", "out": str(run_dir)}),
+                  "look": stage(**{"policy.path": f"{run_dir}/notes/model"}),
+                  "skipped": None}
+        for name, overrides in changes.items():
+            stages[name]["overrides"] |= overrides
+        return shared_stages(stages, run_dir, tmp_path / "shared")
+
+    (a_stages, a), (b_stages, b) = homes_of(tmp_path / "a"), homes_of(tmp_path / "b")
+    assert list(a) == ["sft", "samples", "notes", "look"]  # a stage left out is neither
+    assert a["sft"] == b["sft"] and a["samples"] == b["samples"] and a["sft"].parent == tmp_path / "shared"
+    assert a["sft"].name.startswith("sft-") and a["sft"] != a["samples"]
+    # the path into the shared SFT stage is its shared folder's, the same for both runs
+    assert a_stages["samples"]["overrides"]["policy.path"] == f"{a['sft']}/model"
+    assert a_stages["samples"] == b_stages["samples"]
+    # a stage that names its run's directory is the run's own, and so is one reading from it
+    assert a["notes"] is None and a["look"] is None
+    assert a_stages["look"]["overrides"]["policy.path"] == f"{tmp_path / 'a'}/notes/model"
+    # another setting is another folder, for the stage and for the stages reading from it
+    _, c = homes_of(tmp_path / "c", sft={"seed": 1})
+    assert c["sft"] != a["sft"] and c["samples"] != a["samples"]
+    # without a folder of shared stages, or for a stage begun in the run's own folder, nothing is shared
+    assert set(shared_stages({"sft": stage(run="train")}, tmp_path / "a", None)[1].values()) == {None}
+    (tmp_path / "d" / "sft").mkdir(parents=True)
+    _, d = homes_of(tmp_path / "d")
+    assert d["sft"] is None and d["samples"] is None
+
+
+def test_the_folder_of_shared_stages(tmp_path):
+    assert shared_root("auto", tmp_path / "runs" / "a") == (tmp_path / "runs" / "shared_stages").resolve()
+    assert shared_root(str(tmp_path / "s"), tmp_path / "a") == (tmp_path / "s").resolve()
+    assert shared_root(None, tmp_path) is None and shared_root(False, tmp_path) is None
+    with pytest.raises(ValueError, match="shared_stages=3: auto, a folder, or null"):
+        shared_root(3, tmp_path)

@@ -10,7 +10,8 @@ import sys
 import pytest
 import yaml
 
-from rlhf.eval.sweep import summarize_sweep
+from rlhf.eval.sweep import find_runs, summarize_sweep
+from rlhf.pipeline import SHARED_MARKER
 from tests.smoke.helpers import REPO
 
 HYDRA_YAML = {"hydra": {"job": {"config": {"override_dirname": {"exclude_keys": ["launcher", "logger"]}}}}}
@@ -98,6 +99,18 @@ def test_the_stages_of_an_experiment_are_not_runs_of_the_sweep(tmp_path):
     summary = summarize_sweep(tmp_path)
     assert summary["metrics"] == ["eval_gold/reward_mean"]
     assert summary["groups"][0]["metrics"]["eval_gold/reward_mean"]["mean"] == pytest.approx(1.0)
+    assert summary["groups"][0]["metrics"]["eval_gold/reward_mean"]["n"] == 2
+
+
+def test_stages_shared_by_the_runs_are_not_runs_of_the_sweep(tmp_path):
+    for seed, reward in ((1, 0.5), (2, 1.5)):
+        make_run(tmp_path, ["experiment=sharedrep_debug", f"seed={seed}"], {"eval_gold/reward_mean": reward})
+    shared = tmp_path / "shared_stages"
+    make_run(shared, ["algo=sft"], {"eval/reward_mean": 99.0})  # one stage both runs link to
+    assert len(find_runs(tmp_path)) == 3  # without its marker, it would be taken for a run
+    (shared / SHARED_MARKER).write_text("")
+    summary = summarize_sweep(tmp_path)
+    assert summary["metrics"] == ["eval_gold/reward_mean"]
     assert summary["groups"][0]["metrics"]["eval_gold/reward_mean"]["n"] == 2
 
 

@@ -8,6 +8,9 @@ stopped, the task was done) has no turn-h prefix. The judge is the `reward`: a p
 (`reward=judge_pairwise`, asked twice with the positions swapped) or any reward turned into a preference
 (the higher score wins; equal scores tie). Ties count half; a verdict that could not be read is counted
 apart and left out of the rate. Single-turn tasks (no user) give h = 1 only: the plain win rate.
+A dialogue whose user simulator failed while its prefixes were played is left out at every turn (its later
+turns are unknown, not ended) and counted as `failed_prefixes`; the baseline's dialogues are written to
+`prefixes.jsonl`, and an evaluation where more than half of them failed is refused.
 
 Standard errors are binomial, sqrt(p (1 - p) / n) per turn; the average's is sqrt(sum_h se_h^2) / H
 (turns taken as independent samples). With `by` (a field such as `group_id`) each turn's rate is also
@@ -86,7 +89,10 @@ class WinRatePerTurn:
         model = policy()
         ours = backend(model=model.model, tokenizer=model.tokenizer)
         theirs = backend(model=self.baseline.model, tokenizer=self.baseline.tokenizer)
-        prefixes = self.prefixes(theirs, user, task, openings, fields, turns, seed)
+        prefixes, failures = self.prefixes(theirs, user, task, openings, fields, turns, seed, Path(run_dir))
+        refuse_unscored([None if f is None else f"user simulator failed: {f}" for f in failures],
+                        "win-rate evaluation's prefixes")
+        prefixes = [[] if f is not None else p for p, f in zip(prefixes, failures)]  # left out at every turn
         per_turn, records = [], []
         for h in range(1, turns + 1):
             cases = [(i, p[h - 1]) for i, p in enumerate(prefixes) if len(p) >= h]
@@ -112,6 +118,7 @@ class WinRatePerTurn:
         errs = [p["stderr"] for p in per_turn if not math.isnan(p["win_rate"])]
         average = sum(rates) / len(rates) if rates else math.nan
         result = {"policy": model.path, "baseline": self.baseline.path, "per_turn": per_turn,
+                  "failed_prefixes": sum(f is not None for f in failures),
                   "win_rate": average, "win_rate_stderr": math.sqrt(sum(e * e for e in errs)) / len(errs)
                   if errs else math.nan}
         # flat numbers, for `rlhf-eval sweep=`: each turn's rate and each part's average over turns
@@ -133,19 +140,25 @@ class WinRatePerTurn:
 
     @staticmethod
     def prefixes(generator, user: UserSimulator, task: DialogueTask, openings: list[list[dict]],
-                 fields: list[dict], turns: int, seed: int) -> list[list[list[dict]]]:
-        """Per dialogue, the conversation before each of its turns 1..H that the baseline's dialogue reached."""
+                 fields: list[dict], turns: int, seed: int,
+                 out: Path | None = None) -> tuple[list[list[list[dict]]], list[str | None]]:
+        """Per dialogue, the conversation before each of its turns 1..H that the baseline's dialogue reached,
+        and its user simulator's failure (None where it did not fail); the dialogues written to
+        `out`/prefixes.jsonl."""
         if turns == 1:
-            return [[o] for o in openings]
+            return [[o] for o in openings], [None] * len(openings)
         dialogues = rollout(generator, user, openings, fields, turns - 1, done=task.done, reply_to_last=True,
                             seed=seed, progress=True)
-        out = []
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            write_jsonl(out / "prefixes.jsonl", [d.to_row() for d in dialogues])
+        prefixes = []
         for d in dialogues:
             before = [d.messages[:i] for i in d.policy_turns]
             if d.end == "max_turns" and d.messages[-1]["role"] == "user":  # the user answered the last turn
                 before.append(list(d.messages))
-            out.append(before)
-        return out
+            prefixes.append(before)
+        return prefixes, [d.failure if d.end == "failed" else None for d in dialogues]
 
     def table(self, result: dict) -> str:
         """REFUEL's layout: win rate in % per turn (the last one H) and their average, ± standard error."""
@@ -163,4 +176,7 @@ class WinRatePerTurn:
                                for p in turns), ""] for value in values]
         counts = ", ".join(f"h={p['turn']}: {p['n']} ({p['wins']} won, {p['ties']} tied, {p['losses']} lost"
                            + (f", {p['invalid']} undecided" if p["invalid"] else "") + ")" for p in turns)
-        return markdown_table(header, rows) + f"\nagainst {result['baseline']}; dialogues per turn: {counts}\n"
+        failed = result.get("failed_prefixes", 0)
+        left_out = f"; {failed} dialogues left out: their user simulator failed" if failed else ""
+        return (markdown_table(header, rows)
+                + f"\nagainst {result['baseline']}; dialogues per turn: {counts}{left_out}\n")

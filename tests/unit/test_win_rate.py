@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from rlhf.atomic import RunRefused
 from rlhf.backends.base import Completion
 from rlhf.eval.games import Games, mcnemar_exact
 from rlhf.eval.win_rate import WinRatePerTurn, preferences, rate
@@ -17,6 +18,7 @@ from rlhf.rewards.pluralistic import GroupGold
 from rlhf.rewards.twenty_questions import Guessed
 from rlhf.tasks.twenty_questions import DATA_DIR
 from rlhf.tasks.twenty_questions_task import TwentyQuestionsTask
+from rlhf.users.base import UserTurn
 from rlhf.users.dataset import DatasetUser
 from rlhf.users.oracle import TwentyQuestionsOracle
 
@@ -84,6 +86,40 @@ def test_a_policy_that_wins_at_turn_two_only(tmp_path):
     assert (second[0]["policy"], second[0]["baseline"], second[0]["outcome"]) == ("three words here", "two words", 1.0)
     png = (tmp_path / "win_rate.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 1000
+
+
+class FlakyUser(DatasetUser):
+    """The dataset's user turns, except that the simulator fails in the dialogues whose opening is in `fails`."""
+
+    def __init__(self, fails: set[str]):
+        super().__init__()
+        self.fails = fails
+
+    def respond(self, conversations, fields, seed=None):
+        replies = super().respond(conversations, fields, seed)
+        return [UserTurn.failed("HTTP 503 after 3 attempts") if c[0]["content"] in self.fails else r
+                for c, r in zip(conversations, replies)]
+
+
+def test_a_dialogue_whose_user_failed_is_left_out_at_every_turn(tmp_path):
+    backends, models, factory = policies()
+    evaluation = WinRatePerTurn(models["baseline"])
+    result = evaluation(lambda: models["policy"], Task(), Length(), factory, FlakyUser({"hi 1"}), str(tmp_path), seed=3)
+    # dialogue 1 failed after its first turn: not at turn 1 either, so every turn compares the same dialogues
+    assert [p["n"] for p in result["per_turn"]] == [2, 1, 1] and result["failed_prefixes"] == 1
+    assert {c["dialogue"] for c in map(json.loads, (tmp_path / "comparisons.jsonl").read_text().splitlines())} == {0, 2}
+    played = [json.loads(line) for line in (tmp_path / "prefixes.jsonl").read_text().splitlines()]
+    assert [d["end"] for d in played] == ["max_turns", "failed", "user"]
+    assert "1 dialogues left out: their user simulator failed" in (tmp_path / "eval.md").read_text()
+
+
+def test_an_evaluation_whose_user_simulator_is_down_is_refused_before_judging(tmp_path):
+    backends, models, factory = policies()
+    with pytest.raises(RunRefused, match=r"win-rate evaluation's prefixes: 2 of 3 scores failed, more than half"):
+        WinRatePerTurn(models["baseline"])(lambda: models["policy"], Task(), Length(), factory,
+                                           FlakyUser({"hi 0", "hi 1"}), str(tmp_path), seed=3)
+    assert backends["policy"].seeds == []  # nothing was judged
+    assert len((tmp_path / "prefixes.jsonl").read_text().splitlines()) == 3  # the baseline's dialogues are kept
 
 
 def test_preferences_from_scores_and_undecided_outcomes():

@@ -28,7 +28,6 @@ reference. A stage's folder begun before it was shared stays the run's own.
 """
 
 import ctypes
-import fcntl
 import hashlib
 import json
 import logging
@@ -40,7 +39,7 @@ import sys
 import time
 from pathlib import Path
 
-from rlhf.atomic import RunRefused, write_text
+from rlhf.atomic import RunRefused, file_lock, write_text
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +98,8 @@ def check_stages(stages: dict, run_dir: Path) -> dict[str, list[str]]:
         overrides = stage_overrides(stage.get("overrides") or {})
         check_key_names({"stages": {name: stage}}, run_dir)
         try:
-            cfg = compose(config_name=stage["run"], overrides=[*overrides, f"run_dir={override_value(str(run_dir / name))}"])
+            cfg = compose(config_name=stage["run"],
+                          overrides=[*overrides, f"run_dir={override_value(str(run_dir / name))}"])
         except Exception as error:  # Hydra's composition errors name the key, not the stage
             raise ValueError(f"stages.{name} (rlhf-{stage['run']}): {error}") from error
         if cfg.get("stages"):
@@ -218,11 +218,10 @@ def run_stages(*, stages: dict, run_dir: str, resume: str = "check", num_threads
     """Run the stages in order (module docstring), each under the experiment's `resume` and `num_threads`
     (where set), those whose command other runs share once in `shared`'s folders; returns and writes
     `final_metrics.json`: every stage's results as `<stage>/<metric>`."""
-    run_dir = Path(run_dir)
-    stages, homes = shared_stages(stages, run_dir, Path(shared) if shared is not None else None)
+    run_dir, root = Path(run_dir), Path(shared) if shared is not None else None
+    stages, homes = shared_stages(stages, run_dir, root)
     commands = check_stages(stages, run_dir)
     if any(homes.values()):
-        root = next(h for h in homes.values() if h).parent
         root.mkdir(parents=True, exist_ok=True)
         if not (root / SHARED_MARKER).is_file():
             write_text(root / SHARED_MARKER, "stages shared by runs of rlhf-train experiments (rlhf/pipeline.py)\n")
@@ -249,27 +248,30 @@ def run_stages(*, stages: dict, run_dir: str, resume: str = "check", num_threads
         else:
             _link(folder, home)
             record = {"run": stages[name]["run"], "overrides": overrides}
-            with open(home.with_name(home.name + ".lock"), "w") as lock:
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    log.info("stage %s: waiting for another run that is running it in %s", where, home)
-                    fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
-                finished = home / "stage.json"
-                if finished.is_file() and {key: value for key, value in json.loads(finished.read_text()).items()
-                                           if key in record} == record:
-                    log.info("stage %s: done by another run (%s, shared in %s)", where, folder, home)
-                    seconds = 0.0
-                else:
-                    log.info("stage %s: %s (shared in %s)", where, shown, home)
-                    # the stage holds the lock too, so another run waits until it has stopped writing
-                    seconds = _run_stage(command, name, k, len(commands), folder, keep=lock.fileno())
-                    write_text(finished, json.dumps({**record, "seconds": seconds}, indent=2))
+            seconds = _run_shared_stage(command, record, home, where, shown, name, k, len(commands), folder)
             progress[name] = {"overrides": overrides, "seconds": seconds, "shared": str(home)}
             write_text(progress_file, json.dumps(progress, indent=2))
         results |= {f"{name}/{key}": value for key, value in stage_results(folder).items()}
     write_text(run_dir / "final_metrics.json", json.dumps(results, indent=2))
     return results
+
+
+def _run_shared_stage(command: list[str], record: dict, home: Path, where: str, shown: str, name: str, k: int,
+                      n: int, folder: Path) -> float:
+    """Run a shared stage in `home` under its lock, unless another run finished it (`stage.json` there holds
+    its `record`: entrypoint and overrides); its seconds (0 when skipped)."""
+    finished = home / "stage.json"
+    with file_lock(home.with_name(home.name + ".lock"),
+                   waiting=f"stage {where}: waiting for another run that is running it in {home}") as lock:
+        if finished.is_file() and {key: value for key, value in json.loads(finished.read_text()).items()
+                                   if key in record} == record:
+            log.info("stage %s: done by another run (%s, shared in %s)", where, folder, home)
+            return 0.0
+        log.info("stage %s: %s (shared in %s)", where, shown, home)
+        # the stage holds the lock too, so another run waits until it has stopped writing
+        seconds = _run_stage(command, name, k, n, folder, keep=lock.fileno())
+        write_text(finished, json.dumps({**record, "seconds": seconds}, indent=2))
+    return seconds
 
 
 def _run_stage(command: list[str], name: str, k: int, n: int, folder: Path, keep: int | None = None) -> float:

@@ -10,7 +10,6 @@ state (slow, Python ones) are tokenised every run. Entries are safetensors files
 that start together wait for the first (a file lock), then read what it wrote.
 """
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -24,6 +23,7 @@ import torch
 import transformers
 from safetensors.torch import load_file, save_file
 
+from rlhf.atomic import file_lock
 from rlhf.data import examples as examples_module
 from rlhf.data import tokenize as tokenize_module
 from rlhf.data.examples import Examples, build_examples, collate_for
@@ -86,8 +86,7 @@ def cached_examples(folder: str | Path | None, rows: datasets.Dataset, schema: s
     folder = Path(folder).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{key}.safetensors"
-    with open(folder / f"{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+    with file_lock(folder / f"{key}.lock"):
         if path.exists():
             log.info("tokenised %s: %s (trainer.tokenised_cache)", source, path)
             return _read(path, batch_kind, tokenizer.pad_token_id)

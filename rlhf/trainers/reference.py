@@ -16,7 +16,6 @@ A reference returns, for a batch, the outputs named in `REFERENCE_OUTPUTS` of it
 """
 
 import copy
-import fcntl
 import hashlib
 import json
 import logging
@@ -31,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from rlhf.atomic import file_lock
 from rlhf.data.examples import Examples
 from rlhf.models.policy import Policy
 from rlhf.trainers.steps import OUTPUTS, PER_TOKEN_KINDS, REFERENCE_OUTPUTS, Batch
@@ -148,8 +148,7 @@ def precompute(policy: Policy, examples: dict[str, Examples], kind: str, tempera
     shared.mkdir(parents=True, exist_ok=True)
     key = hashlib.sha256(f"{fingerprint}:{weights_fingerprint(policy.model)}".encode()).hexdigest()[:32]
     stored = shared / f"{key}.safetensors"
-    with open(shared / f"{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+    with file_lock(shared / f"{key}.lock"):
         if stored.exists():
             log.info("reference outputs of these weights and examples: %s (trainer.reference_cache)", stored)
             tables = _read(stored)

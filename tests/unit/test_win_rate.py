@@ -102,7 +102,7 @@ class FlakyUser(DatasetUser):
 
 
 def test_a_dialogue_whose_user_failed_is_left_out_at_every_turn(tmp_path):
-    backends, models, factory = policies()
+    _, models, factory = policies()
     evaluation = WinRatePerTurn(models["baseline"])
     result = evaluation(lambda: models["policy"], Task(), Length(), factory, FlakyUser({"hi 1"}), str(tmp_path), seed=3)
     # dialogue 1 failed after its first turn: not at turn 1 either, so every turn compares the same dialogues
